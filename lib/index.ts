@@ -1,0 +1,5 @@
+/**
+ * graphdriver: Docker's layered storage for Node.js.
+ * @packageDocumentation
+ */
+export * from './native';

@@ -1,0 +1,396 @@
+/**
+ * Typed surface of the native addon. Every method returns a Promise and runs off the event loop; failures
+ * reject with a {@link NativeError}. Paths are absolute or relative to the process cwd unless stated.
+ * @module
+ */
+
+/** Error thrown by native calls: Node-style, like `fs` errors. */
+export interface NativeError extends Error {
+  /** Symbolic errno name, e.g. `'EBUSY'`. */
+  code: string;
+  /** Negative errno, as Node's `fs` reports it. */
+  errno: number;
+  /** The system call (or ioctl) that failed, e.g. `'mount'`, `'ioctl(DM_TABLE_LOAD)'`. */
+  syscall: string;
+  /** The path the call acted on, when there is one. */
+  path?: string;
+  /** The second path (mount target, rename destination), when there is one. */
+  dest?: string;
+}
+
+/** Result of statfs(2). */
+export interface StatfsInfo {
+  /** Filesystem magic (`f_type`), compare with {@link FsMagic}. */
+  type: number;
+  bsize: number;
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  namelen: number;
+  /** Mount flags (`f_flags`, ST_* bits). */
+  flags: number;
+}
+
+/** Options for {@link NativeBindings.loopAttach}. */
+export interface LoopAttachOptions {
+  /** Attach read-only. */
+  readOnly?: boolean;
+  /** Detach automatically when the last user closes the device (LO_FLAGS_AUTOCLEAR); default true. */
+  autoclear?: boolean;
+  /** Use direct I/O on the backing file (LO_FLAGS_DIRECT_IO). */
+  directIo?: boolean;
+  /** Byte offset into the backing file. */
+  offset?: number;
+  /** Size limit in bytes (0 = whole file). */
+  sizeLimit?: number;
+}
+
+/** A loop device attached to a file. */
+export interface LoopDevice {
+  /** Device node, e.g. `/dev/loop3`. */
+  device: string;
+  /** Loop index (the N in /dev/loopN). */
+  index: number;
+}
+
+/** Status of a loop device (LOOP_GET_STATUS64). */
+export interface LoopInfo {
+  device: string;
+  index: number;
+  /** Backing file path as the kernel recorded it (may be truncated to 64 bytes by old kernels; read from sysfs when possible). */
+  backingFile: string;
+  /** Device and inode of the backing file, to match a file even when its path was truncated. */
+  backingDev: number;
+  backingInode: number;
+  offset: number;
+  sizeLimit: number;
+  autoclear: boolean;
+  readOnly: boolean;
+}
+
+/** One row of a device-mapper table. */
+export interface DmTarget {
+  /** Start sector (512-byte units). */
+  start: number;
+  /** Length in sectors. */
+  length: number;
+  /** Target type, e.g. `'thin-pool'`, `'thin'`, `'linear'`. */
+  type: string;
+  /** Target parameters (for tables) or status line (for status queries). */
+  params: string;
+}
+
+/** State of one device-mapper device (DM_DEV_STATUS). */
+export interface DmInfo {
+  name: string;
+  uuid: string;
+  major: number;
+  minor: number;
+  /** Linux dev_t (`makedev(major, minor)`), ready for {@link NativeBindings.mknod}. */
+  dev: number;
+  openCount: number;
+  eventNr: number;
+  targetCount: number;
+  suspended: boolean;
+  readOnly: boolean;
+  /** A live table is loaded. */
+  liveTable: boolean;
+  /** An inactive (loaded, not yet resumed) table is present. */
+  inactiveTable: boolean;
+  /** Removal was deferred until the last opener closes. */
+  deferredRemove: boolean;
+}
+
+/** Entry of {@link NativeBindings.dmList}. */
+export interface DmListEntry {
+  name: string;
+  major: number;
+  minor: number;
+  dev: number;
+}
+
+/** Options for {@link NativeBindings.dmCreate}. */
+export interface DmCreateOptions {
+  uuid?: string;
+  readOnly?: boolean;
+}
+
+/** Options for {@link NativeBindings.dmRemove}. */
+export interface DmRemoveOptions {
+  /** DM_DEFERRED_REMOVE: remove once the last opener closes instead of failing with EBUSY. */
+  deferred?: boolean;
+}
+
+/** Options for {@link NativeBindings.dmSuspend}. */
+export interface DmSuspendOptions {
+  /** DM_NOFLUSH_FLAG: do not flush outstanding I/O (used for thin-pool origins). */
+  noFlush?: boolean;
+  /** DM_SKIP_LOCKFS_FLAG: do not freeze the filesystem on the device. */
+  skipLockfs?: boolean;
+}
+
+/** Result of {@link NativeBindings.btrfsSubvolumeInfo}. */
+export interface BtrfsSubvolumeInfo {
+  /** Subvolume (tree) id. */
+  id: number;
+  /** Whether the subvolume is read-only. */
+  readOnly: boolean;
+}
+
+/** Entry kinds understood by the batched primitives. */
+export type EntryType = 'file' | 'dir' | 'symlink' | 'link' | 'char' | 'block' | 'fifo';
+
+/**
+ * One operation of {@link NativeBindings.applyEntries}. `path` is relative to the root fd, `/`-separated,
+ * already cleaned (no empty, `.` or `..` components); it is resolved inside the root (RESOLVE_IN_ROOT), so
+ * absolute symlinks in the tree point inside the root and nothing outside it is ever touched.
+ */
+export interface ApplyEntry {
+  /** What to do: create an entry, remove a path recursively, or make an overlay whiteout (char 0/0). */
+  op: 'create' | 'remove' | 'whiteout';
+  path: string;
+  /** Required for op 'create'. */
+  type?: EntryType;
+  /** Permission and special bits (07777). */
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  mtimeSec?: number;
+  mtimeNsec?: number;
+  atimeSec?: number;
+  atimeNsec?: number;
+  /** Symlink target (stored verbatim) or, for hardlinks, the root-relative path of the existing file. */
+  linkname?: string;
+  devMajor?: number;
+  devMinor?: number;
+  /** Extended attributes to set (name → value). */
+  xattrs?: Record<string, Buffer>;
+  /** Whole content of a regular file. Omit and use `keepOpen` to stream large files through the returned fd. */
+  data?: Buffer;
+  /** Sparse layout: data segments `[offset, length, ...]` within `data`'s logical file of size `size`. */
+  size?: number;
+  /** For files: leave the new file open for writing and return its fd (caller writes then calls finishFile). */
+  keepOpen?: boolean;
+  /** For dirs: do not set times now (directory times are set after all entries, see setTimes). */
+  deferTimes?: boolean;
+  /** What to do when the path exists: replace it unless both are directories (default), or fail with EEXIST. */
+  noReplace?: boolean;
+}
+
+/** Per-entry outcome of {@link NativeBindings.applyEntries}, same order as the input. */
+export interface ApplyResult {
+  /** 0 on success, else the errno of the first failing step. */
+  errno: number;
+  /** errno symbolic name, '' when ok. */
+  code: string;
+  /** Failing step, e.g. 'openat2', 'fchown'. */
+  syscall: string;
+  /** Open fd for `keepOpen` files, else -1. */
+  fd: number;
+  /** Non-fatal problems (xattrs the filesystem refused with ENOTSUP/EPERM), as `'<name>: <code>'`. */
+  warnings?: string[];
+}
+
+/** Metadata to apply when a streamed file is complete ({@link NativeBindings.finishFile}). */
+export interface FinishFileOptions {
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  atimeSec?: number;
+  atimeNsec?: number;
+  xattrs?: Record<string, Buffer>;
+  /** Final logical size (extends with a hole when data ended early in a sparse file). */
+  size?: number;
+}
+
+/** Options for {@link NativeBindings.scanTree}. */
+export interface ScanOptions {
+  /** Read xattrs: false (none, default), true (all) or a list of names to read (e.g. `['security.capability']`). */
+  xattrs?: boolean | string[];
+  /** Do not descend into other filesystems (default true). */
+  oneFilesystem?: boolean;
+  /** Return entries sorted by path (bytewise), default true. */
+  sort?: boolean;
+}
+
+/** One file found by {@link NativeBindings.scanTree}. */
+export interface ScanEntry {
+  /** Path relative to the scanned root with a leading '/', e.g. `/etc/hosts`; the root itself is `/`. */
+  path: string;
+  /** st_mode (type and permission bits). */
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  /** Allocated 512-byte blocks (to detect sparse files). */
+  blocks: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  atimeSec: number;
+  atimeNsec: number;
+  ctimeSec: number;
+  ctimeNsec: number;
+  /** Device of a char/block special file. */
+  rdev: number;
+  dev: number;
+  ino: number;
+  nlink: number;
+  /** Symlink target, for symlinks. */
+  linkname?: string;
+  /** Requested xattrs that exist. */
+  xattrs?: Record<string, Buffer>;
+}
+
+/** Options for {@link NativeBindings.openBounded}. */
+export interface OpenBoundedOptions {
+  /** open(2) flags (O_* from {@link constants}); O_CLOEXEC is always added. */
+  flags?: number;
+  /** Creation mode. */
+  mode?: number;
+  /** 'in-root' (default): resolve as if root were '/' (absolute symlinks and '..' stay inside);
+   *  'beneath': fail with EXDEV on any attempt to leave the root. */
+  resolve?: 'in-root' | 'beneath';
+  /** Refuse symlinks anywhere in the path (RESOLVE_NO_SYMLINKS). */
+  noSymlinks?: boolean;
+}
+
+/** Options for {@link NativeBindings.copyTree}. */
+export interface CopyTreeOptions {
+  /** Try FICLONE reflinks first (default true), then copy_file_range, then read/write. */
+  reflink?: boolean;
+}
+
+/** Statistics of {@link NativeBindings.copyTree}. */
+export interface CopyTreeResult {
+  entries: number;
+  bytes: number;
+  reflinked: number;
+}
+
+/**
+ * The whole native addon. Every consumer takes one of these (default: {@link loadBindings}); tests inject mocks.
+ */
+export interface NativeBindings {
+  // ---- mounts ----
+  /** mount(2). `fstype`/`data` may be null. */
+  mount(source: string, target: string, fstype: string | null, flags: number, data: string | null): Promise<void>;
+  /** umount2(2) with MNT_* flags. */
+  umount(target: string, flags: number): Promise<void>;
+  /** Bind-mount `source` on `target` (MS_BIND, with MS_REC when recursive); read-only via a remount. */
+  bindMount(source: string, target: string, opts?: { recursive?: boolean; readOnly?: boolean }): Promise<void>;
+  /** Set mount propagation: 'private' | 'shared' | 'slave' | 'unbindable' (MS_REC when recursive). */
+  makeMount(target: string, propagation: 'private' | 'shared' | 'slave' | 'unbindable', recursive?: boolean): Promise<void>;
+  /** Whether `path` is the root of a mount (statx STATX_ATTR_MOUNT_ROOT, falling back to st_dev/parent). */
+  isMountpoint(path: string): Promise<boolean>;
+  /** statfs(2). */
+  statfs(path: string): Promise<StatfsInfo>;
+
+  // ---- loop devices ----
+  /** LOOP_CTL_GET_FREE: index of a free loop device (creating one if needed). */
+  loopGetFree(): Promise<number>;
+  /** Attach `file` to a free loop device (LOOP_CONFIGURE, falling back to LOOP_SET_FD + LOOP_SET_STATUS64). */
+  loopAttach(file: string, opts?: LoopAttachOptions): Promise<LoopDevice>;
+  /** LOOP_CLR_FD. */
+  loopDetach(device: string): Promise<void>;
+  /** LOOP_GET_STATUS64 (+ sysfs backing_file). Rejects with ENXIO when the device has no backing file. */
+  loopInfo(device: string): Promise<LoopInfo>;
+  /** LOOP_SET_CAPACITY: re-read the backing file size after it grew. */
+  loopSetCapacity(device: string): Promise<void>;
+  /** BLKGETSIZE64 of a block device, in bytes. */
+  blockDeviceSize(device: string): Promise<number>;
+
+  // ---- sparse files and discard ----
+  /** fallocate(2) on `path` (opened O_RDWR); `mode` is FALLOC_FL_* bits (0 = allocate). */
+  fallocate(path: string, mode: number, offset: number, length: number): Promise<void>;
+  /** Open (creating with 0600 when `create`) and ftruncate(2) to `size` bytes: makes sparse files. */
+  truncate(path: string, size: number, create?: boolean): Promise<void>;
+  /** BLKDISCARD on a block device range. */
+  blkDiscard(device: string, offset: number, length: number): Promise<void>;
+
+  // ---- device-mapper (/dev/mapper/control) ----
+  /** DM_VERSION: [major, minor, patch] of the kernel's DM interface. */
+  dmVersion(): Promise<[number, number, number]>;
+  /** DM_DEV_CREATE: a device with no table. */
+  dmCreate(name: string, opts?: DmCreateOptions): Promise<DmInfo>;
+  /** DM_TABLE_LOAD into the inactive slot. */
+  dmLoad(name: string, targets: DmTarget[]): Promise<DmInfo>;
+  /** DM_DEV_SUSPEND with DM_SUSPEND_FLAG. */
+  dmSuspend(name: string, opts?: DmSuspendOptions): Promise<DmInfo>;
+  /** DM_DEV_SUSPEND without the suspend flag: swaps in the inactive table and resumes. */
+  dmResume(name: string): Promise<DmInfo>;
+  /** DM_DEV_REMOVE (DM_DEFERRED_REMOVE when `deferred`). */
+  dmRemove(name: string, opts?: DmRemoveOptions): Promise<void>;
+  /** DM_TARGET_MSG, e.g. `create_thin 1`, `create_snap 2 1`, `delete 2`, `set_transaction_id 0 1`; resolves to the reply. */
+  dmMessage(name: string, sector: number, message: string): Promise<string>;
+  /** DM_TABLE_STATUS (status lines). */
+  dmStatus(name: string): Promise<DmTarget[]>;
+  /** DM_TABLE_STATUS with DM_STATUS_TABLE_FLAG (the loaded table). */
+  dmTable(name: string): Promise<DmTarget[]>;
+  /** DM_DEV_STATUS; resolves to null when no such device exists. */
+  dmInfo(name: string): Promise<DmInfo | null>;
+  /** DM_LIST_DEVICES. */
+  dmList(): Promise<DmListEntry[]>;
+
+  // ---- btrfs ----
+  /** BTRFS_IOC_SUBVOL_CREATE at `path` (its parent must exist). */
+  btrfsSubvolumeCreate(path: string): Promise<void>;
+  /** BTRFS_IOC_SNAP_CREATE_V2 of subvolume `source` at `dest`. */
+  btrfsSnapshot(source: string, dest: string, opts?: { readOnly?: boolean }): Promise<void>;
+  /** BTRFS_IOC_SNAP_DESTROY of the subvolume at `path` (nested subvolumes must be deleted first). */
+  btrfsSubvolumeDelete(path: string): Promise<void>;
+  /** Whether `path` is the root of a btrfs subvolume (btrfs magic and inode 256). */
+  btrfsIsSubvolume(path: string): Promise<boolean>;
+  /** Subvolume id (BTRFS_IOC_INO_LOOKUP) and read-only flag (BTRFS_IOC_SUBVOL_GETFLAGS). */
+  btrfsSubvolumeInfo(path: string): Promise<BtrfsSubvolumeInfo>;
+  /** BTRFS_IOC_QUOTA_CTL enable/disable on the filesystem containing `path`. */
+  btrfsQuotaCtl(path: string, enable: boolean): Promise<void>;
+  /** BTRFS_IOC_QGROUP_LIMIT: limit referenced bytes of the subvolume at `path` (0 = no limit). */
+  btrfsQgroupLimit(path: string, maxReferenced: number): Promise<void>;
+
+  // ---- xattrs (never follow symlinks) ----
+  /** lgetxattr(2); resolves to null when the attribute does not exist (ENODATA). */
+  lgetxattr(path: string, name: string): Promise<Buffer | null>;
+  /** lsetxattr(2) with XATTR_CREATE/XATTR_REPLACE flags (0 = either). */
+  lsetxattr(path: string, name: string, value: Buffer, flags?: number): Promise<void>;
+  /** llistxattr(2). */
+  llistxattr(path: string): Promise<string[]>;
+  /** lremovexattr(2). */
+  lremovexattr(path: string, name: string): Promise<void>;
+
+  // ---- filesystem helpers ----
+  /** mknod(2); `mode` includes the file type (S_IFCHR etc.). An overlay whiteout is `mknod(p, S_IFCHR, 0)`. */
+  mknod(path: string, mode: number, dev: number): Promise<void>;
+  /** renameat2(2) with RENAME_NOREPLACE / RENAME_EXCHANGE / RENAME_WHITEOUT flags. */
+  renameat2(oldPath: string, newPath: string, flags: number): Promise<void>;
+  /** syncfs(2) of the filesystem holding `path`. */
+  syncfs(path: string): Promise<void>;
+  /**
+   * Open `path` resolved inside `root` (openat2 with RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS; on kernels without
+   * openat2, a component-by-component O_NOFOLLOW walk with the same semantics). Resolves to a raw fd that the
+   * caller must close (`fs.close`).
+   */
+  openBounded(root: string, path: string, opts?: OpenBoundedOptions): Promise<number>;
+
+  // ---- batched hot-path primitives ----
+  /**
+   * Apply many entries under `rootFd` (an O_DIRECTORY fd of the layer root) in one trip to the thread pool.
+   * Each entry is resolved inside the root; parents must exist. Per-entry failures are reported in the
+   * results (the call itself only rejects on invalid arguments).
+   */
+  applyEntries(rootFd: number, entries: ApplyEntry[]): Promise<ApplyResult[]>;
+  /** Finish a file opened with `keepOpen`: set owner, mode, xattrs, size and times, then close the fd. */
+  finishFile(fd: number, opts: FinishFileOptions): Promise<void>;
+  /** Set times on paths under `rootFd` (without following symlinks); used for directories after all entries. */
+  setTimes(rootFd: number, entries: Array<{ path: string; mtimeSec: number; mtimeNsec: number; atimeSec?: number; atimeNsec?: number }>): Promise<void>;
+  /** Walk the tree under `root` (no symlink following) and return lstat data for every entry, including the root. */
+  scanTree(root: string, opts?: ScanOptions): Promise<ScanEntry[]>;
+  /** lstat several root-relative paths under `rootFd` at once; null where the path does not exist. */
+  lstatMany(rootFd: number, paths: string[], opts?: ScanOptions): Promise<Array<ScanEntry | null>>;
+  /** Copy the tree `source` to `dest` (which must not exist) preserving owners, modes, times, xattrs, hardlinks,
+   *  devices, fifos, symlinks and holes; reflinks where the filesystem allows. */
+  copyTree(source: string, dest: string, opts?: CopyTreeOptions): Promise<CopyTreeResult>;
+}

@@ -1,0 +1,2 @@
+// STUB: filled in by its owner.
+#include "common/bounded-path.h"
