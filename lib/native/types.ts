@@ -247,7 +247,7 @@ export interface ScanEntry {
 
 /** Options for {@link NativeBindings.openBounded}. */
 export interface OpenBoundedOptions {
-  /** open(2) flags (O_* from {@link constants}); O_CLOEXEC is always added. */
+  /** open(2) flags (`O_*` from {@link OpenFlags}); O_CLOEXEC is always added. */
   flags?: number;
   /** Creation mode. */
   mode?: number;
