@@ -32,7 +32,7 @@ function checkRelPath(p: unknown, name: string): void {
   checkString(p, name, true);
 }
 
-const OPS = new Set(['create', 'remove', 'whiteout']);
+const OPS = new Set(['create', 'remove', 'whiteout', 'xattrs']);
 const TYPES = new Set(['file', 'dir', 'symlink', 'link', 'char', 'block', 'fifo']);
 
 function checkApplyEntries(args: unknown[]): void {
@@ -41,7 +41,7 @@ function checkApplyEntries(args: unknown[]): void {
     const n = `entries[${i}]`;
     checkArg('object', e, n);
     const o = e as Record<string, unknown>;
-    if (typeof o.op !== 'string' || !OPS.has(o.op)) throw new TypeError(`${n}.op must be one of create, remove, whiteout`);
+    if (typeof o.op !== 'string' || !OPS.has(o.op)) throw new TypeError(`${n}.op must be one of create, remove, whiteout, xattrs`);
     checkRelPath(o.path, `${n}.path`);
     if (o.op === 'create' && (typeof o.type !== 'string' || !TYPES.has(o.type))) {
       throw new TypeError(`${n}.type must be one of ${[...TYPES].join(', ')}`);

@@ -37,7 +37,12 @@ export interface StatfsInfo {
 export interface LoopAttachOptions {
   /** Attach read-only. */
   readOnly?: boolean;
-  /** Detach automatically when the last user closes the device (LO_FLAGS_AUTOCLEAR); default true. */
+  /**
+   * Detach automatically when the last user closes the device (LO_FLAGS_AUTOCLEAR); default true. The addon
+   * itself keeps an autoclear device open until {@link NativeBindings.loopDetach} or process exit (otherwise the
+   * kernel would detach it the moment the attach call closed its descriptor); after that the device lives as
+   * long as its other users (a mount, a device-mapper table).
+   */
   autoclear?: boolean;
   /** Use direct I/O on the backing file (LO_FLAGS_DIRECT_IO). */
   directIo?: boolean;
@@ -148,8 +153,11 @@ export type EntryType = 'file' | 'dir' | 'symlink' | 'link' | 'char' | 'block' |
  * absolute symlinks in the tree point inside the root and nothing outside it is ever touched.
  */
 export interface ApplyEntry {
-  /** What to do: create an entry, remove a path recursively, or make an overlay whiteout (char 0/0). */
-  op: 'create' | 'remove' | 'whiteout';
+  /**
+   * What to do: create an entry, remove a path recursively, make an overlay whiteout (char 0/0), or set
+   * `xattrs` on an existing path without following a final symlink ('xattrs', used for overlay opaque dirs).
+   */
+  op: 'create' | 'remove' | 'whiteout' | 'xattrs';
   path: string;
   /** Required for op 'create'. */
   type?: EntryType;
@@ -294,7 +302,8 @@ export interface NativeBindings {
   loopGetFree(): Promise<number>;
   /** Attach `file` to a free loop device (LOOP_CONFIGURE, falling back to LOOP_SET_FD + LOOP_SET_STATUS64). */
   loopAttach(file: string, opts?: LoopAttachOptions): Promise<LoopDevice>;
-  /** LOOP_CLR_FD. */
+  /** LOOP_CLR_FD (the kernel completes it on the last close when the device is still in use); also drops the
+   *  addon's own hold on an autoclear device. */
   loopDetach(device: string): Promise<void>;
   /** LOOP_GET_STATUS64 (+ sysfs backing_file). Rejects with ENXIO when the device has no backing file. */
   loopInfo(device: string): Promise<LoopInfo>;

@@ -1,0 +1,209 @@
+// Helpers shared by the batched tree primitives (apply-entries, scan-tree, copy-tree): a bounds-checked
+// getdents64 reader, xattr reads that cope with ERANGE, /proc/self/fd path building and a bounded recursive
+// remove. Worker-thread code only: nothing here touches N-API.
+#pragma once
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/failure.h"
+#include "common/fd.h"
+
+namespace gd::tree {
+
+// Layout of struct linux_dirent64 (getdents64(2)); glibc does not export it under this name.
+struct RawDirent64 {
+  uint64_t d_ino;
+  int64_t d_off;
+  unsigned short d_reclen;
+  unsigned char d_type;
+  char d_name[1];
+};
+
+// Reads a directory with getdents64 into a caller-owned buffer (so one buffer serves a whole walk).
+// Skips "." and "..". Every record is checked against the byte count the kernel returned.
+class DirReader {
+ public:
+  DirReader(int fd, std::vector<char>& buf) : fd_(fd), buf_(buf) {
+    if (buf_.size() < 32768) buf_.resize(32768);
+  }
+
+  // Returns 1 with name/type set, 0 at the end, -1 on error (errno set).
+  int Next(std::string_view& name, unsigned char& type) {
+    for (;;) {
+      if (pos_ >= len_) {
+        long n = ::syscall(SYS_getdents64, fd_, buf_.data(), buf_.size());
+        if (n < 0) return -1;
+        if (n == 0) return 0;
+        if (static_cast<size_t>(n) > buf_.size()) {
+          errno = EIO;
+          return -1;
+        }
+        len_ = static_cast<size_t>(n);
+        pos_ = 0;
+      }
+      constexpr size_t kNameOff = offsetof(RawDirent64, d_name);
+      if (len_ - pos_ < kNameOff + 1) {
+        errno = EIO;
+        return -1;
+      }
+      const char* rec = buf_.data() + pos_;
+      unsigned short reclen;
+      std::memcpy(&reclen, rec + offsetof(RawDirent64, d_reclen), sizeof reclen);
+      if (reclen < kNameOff + 1 || reclen > len_ - pos_) {
+        errno = EIO;
+        return -1;
+      }
+      pos_ += reclen;
+      const char* nm = rec + kNameOff;
+      size_t nlen = strnlen(nm, reclen - kNameOff);
+      if (nlen == 0) continue;
+      if (nm[0] == '.' && (nlen == 1 || (nlen == 2 && nm[1] == '.'))) continue;
+      name = std::string_view(nm, nlen);
+      type = static_cast<unsigned char>(rec[offsetof(RawDirent64, d_type)]);
+      return 1;
+    }
+  }
+
+ private:
+  int fd_;
+  std::vector<char>& buf_;
+  size_t pos_ = 0;
+  size_t len_ = 0;
+};
+
+// "/proc/self/fd/<fd>/<name>" (or "/proc/self/fd/<fd>" when name is empty): lets the l*xattr calls act on an
+// entry named relative to a directory fd without following a symlink at the leaf.
+inline std::string ProcFdPath(int fd, std::string_view name) {
+  char head[40];
+  int n = std::snprintf(head, sizeof head, "/proc/self/fd/%d", fd);
+  std::string s(head, n > 0 ? static_cast<size_t>(n) : 0);
+  if (!name.empty()) {
+    s.push_back('/');
+    s.append(name);
+  }
+  return s;
+}
+
+// Calls `fn(buf, size)` (an *listxattr/*getxattr wrapper returning ssize_t) with a buffer that grows on
+// ERANGE. XATTR_SIZE_MAX/XATTR_LIST_MAX are 64 KiB so the first try normally fits. Returns the length or -1.
+template <typename Fn>
+ssize_t ReadGrowing(Fn fn, std::vector<char>& buf) {
+  if (buf.size() < 65536) buf.resize(65536);
+  for (int attempt = 0; attempt < 4; attempt++) {
+    ssize_t n = fn(buf.data(), buf.size());
+    if (n >= 0) {
+      if (static_cast<size_t>(n) > buf.size()) {
+        errno = EIO;
+        return -1;
+      }
+      return n;
+    }
+    if (errno != ERANGE) return -1;
+    ssize_t want = fn(nullptr, 0);
+    if (want < 0) return -1;
+    buf.resize(static_cast<size_t>(want) + 4096);
+  }
+  errno = ERANGE;
+  return -1;
+}
+
+// Splits an xattr name list (NUL-separated) into names; ignores empty pieces and an unterminated tail.
+template <typename Fn>
+void ForEachXattrName(const char* list, size_t len, Fn fn) {
+  size_t i = 0;
+  while (i < len) {
+    const void* z = std::memchr(list + i, '\0', len - i);
+    if (z == nullptr) break;
+    size_t end = static_cast<size_t>(static_cast<const char*>(z) - list);
+    if (end > i) fn(std::string_view(list + i, end - i));
+    i = end + 1;
+  }
+}
+
+// Removes `leaf` inside directory `parentFd` and, when it is a directory, everything below it. Only *at calls
+// relative to directory fds opened with O_NOFOLLOW: symlinks are removed, never followed, so nothing outside
+// the tree is touched. A missing leaf is success. Depth is limited only by the fd limit (one fd per level).
+inline bool RemoveAllAt(int parentFd, const std::string& leaf, const std::string& displayPath, Failure& f) {
+  if (::unlinkat(parentFd, leaf.c_str(), 0) == 0 || errno == ENOENT) return true;
+  if (errno != EISDIR && errno != EPERM) return f.Errno("unlinkat", displayPath);
+  if (errno == EPERM) {
+    // POSIX allows EPERM for unlink(dir); only recurse when it really is a directory.
+    struct stat st;
+    if (::fstatat(parentFd, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return f.Errno("fstatat", displayPath);
+    if (!S_ISDIR(st.st_mode)) return f.Set(EPERM, "unlinkat", displayPath);
+  }
+  struct Frame {
+    UniqueFd fd;
+    std::string name;  // name in the parent frame (or leaf for the first)
+    std::vector<std::string> children;
+    std::vector<unsigned char> types;
+    size_t next = 0;
+  };
+  std::vector<char> dbuf;
+  std::vector<Frame> stack;
+  auto push = [&](int dirFd, const std::string& name) -> bool {
+    int fd = ::openat(dirFd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return f.Errno("openat", displayPath);
+    Frame fr;
+    fr.fd.reset(fd);
+    fr.name = name;
+    // Read all names first: unlinking while iterating getdents may skip entries on some filesystems.
+    DirReader rd(fd, dbuf);
+    std::string_view nm;
+    unsigned char ty;
+    int r;
+    while ((r = rd.Next(nm, ty)) == 1) {
+      fr.children.emplace_back(nm);
+      fr.types.push_back(ty);
+    }
+    if (r < 0) return f.Errno("getdents64", displayPath);
+    stack.push_back(std::move(fr));
+    return true;
+  };
+  if (!push(parentFd, leaf)) return false;
+  while (!stack.empty()) {
+    Frame& top = stack.back();
+    if (top.next < top.children.size()) {
+      size_t i = top.next++;
+      const std::string& name = top.children[i];
+      bool isDir = top.types[i] == DT_DIR;
+      if (!isDir) {
+        if (::unlinkat(top.fd.get(), name.c_str(), 0) == 0 || errno == ENOENT) continue;
+        if (errno != EISDIR && !(errno == EPERM && top.types[i] == DT_UNKNOWN))
+          return f.Errno("unlinkat", displayPath);
+        isDir = true;
+      }
+      int dirFd = top.fd.get();
+      std::string child = name;  // `top` may move when the stack grows
+      if (!push(dirFd, child)) {
+        if (f.err == ENOENT) {
+          f = Failure();
+          continue;
+        }
+        return false;
+      }
+      continue;
+    }
+    std::string name = std::move(top.name);
+    stack.pop_back();
+    int pfd = stack.empty() ? parentFd : stack.back().fd.get();
+    if (::unlinkat(pfd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
+      return f.Errno("unlinkat", displayPath);
+  }
+  return true;
+}
+
+}  // namespace gd::tree
