@@ -1,5 +1,718 @@
-// STUB: filled in by its owner.
+// applyEntries, finishFile, setTimes: the batched write path the archive layer applies layer tars with.
+//
+// Every path is resolved inside the layer root (OpenParentBounded: RESOLVE_IN_ROOT), the leaf is handled with
+// *at calls that never follow it, and removals only use unlinkat on directory fds opened with O_NOFOLLOW, so no
+// entry can create, change or remove anything outside the root whatever symlinks the tree already holds.
+// One call's entries run in order on one pool thread; each entry reports its own outcome.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/args.h"
+#include "common/async.h"
+#include "common/bounded-path.h"
+#include "common/failure.h"
+#include "common/fd.h"
 #include "modules.h"
+#include "tree-util.h"
+
 namespace gd {
-void RegisterApplyEntries(Napi::Env env, Napi::Object exports) {}
+namespace {
+
+enum class Op { Create, Remove, Whiteout };
+enum class Type { None, File, Dir, Symlink, Link, Char, Block, Fifo };
+
+using Xattrs = std::vector<std::pair<std::string, std::string>>;
+
+struct Times {
+  bool has = false;  // mtime given; atime defaults to mtime
+  struct timespec ts[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};  // [atime, mtime] as utimensat wants them
+};
+
+struct Entry {
+  Op op = Op::Create;
+  Type type = Type::None;
+  std::string path;
+  bool hasMode = false;
+  mode_t mode = 0;
+  uid_t uid = static_cast<uid_t>(-1);  // -1: leave as created
+  gid_t gid = static_cast<gid_t>(-1);
+  Times times;
+  std::string linkname;
+  unsigned devMajor = 0;
+  unsigned devMinor = 0;
+  Xattrs xattrs;
+  const unsigned char* data = nullptr;  // bytes of a Buffer kept alive by the worker's reference
+  size_t dataLen = 0;
+  bool hasSize = false;
+  uint64_t size = 0;
+  bool keepOpen = false;
+  bool deferTimes = false;
+  bool noReplace = false;
+};
+
+struct Result {
+  int err = 0;
+  std::string syscall;
+  int fd = -1;
+  std::vector<std::string> warnings;
+};
+
+// ---- reading arguments (main thread) ----
+
+constexpr double kMaxSafe = 9007199254740991.0;
+
+[[noreturn]] void ThrowType(Napi::Env env, const std::string& what, const char* msg) {
+  throw Napi::TypeError::New(env, what + " " + msg);
+}
+
+bool Absent(Napi::Value v) { return v.IsUndefined() || v.IsNull(); }
+
+// Field names are only formatted into a message when a check fails.
+struct Where {
+  const char* base;
+  size_t index;
+  const char* field;
+  std::string str() const {
+    std::string s(base);
+    if (index != static_cast<size_t>(-1)) s += "[" + std::to_string(index) + "]";
+    return s + "." + field;
+  }
+};
+
+int64_t IntOf(Napi::Env env, Napi::Value v, const Where& w) {
+  if (!v.IsNumber()) ThrowType(env, w.str(), "must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= -kMaxSafe && d <= kMaxSafe) || d != static_cast<double>(static_cast<int64_t>(d)))
+    ThrowType(env, w.str(), "must be a safe integer");
+  return static_cast<int64_t>(d);
+}
+
+uint64_t UintOf(Napi::Env env, Napi::Value v, const Where& w, uint64_t max) {
+  int64_t x = IntOf(env, v, w);
+  if (x < 0 || static_cast<uint64_t>(x) > max) throw Napi::RangeError::New(env, w.str() + " is out of range");
+  return static_cast<uint64_t>(x);
+}
+
+bool BoolOf(Napi::Env env, Napi::Value v, const Where& w) {
+  if (Absent(v)) return false;
+  if (!v.IsBoolean()) ThrowType(env, w.str(), "must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+std::string StringOf(Napi::Env env, Napi::Value v, const Where& w) {
+  if (!v.IsString()) ThrowType(env, w.str(), "must be a string");
+  std::string s = v.As<Napi::String>().Utf8Value();
+  if (s.find('\0') != std::string::npos) ThrowType(env, w.str(), "must not contain NUL bytes");
+  return s;
+}
+
+// Bytes of a Uint8Array/Buffer (pointer and length; the caller keeps the object alive).
+void BytesOf(Napi::Env env, Napi::Value v, const Where& w, const unsigned char*& data, size_t& len) {
+  if (!v.IsTypedArray()) ThrowType(env, w.str(), "must be a Buffer");
+  napi_typedarray_type t;
+  size_t n;
+  void* p;
+  napi_value ab;
+  size_t off;
+  if (napi_get_typedarray_info(env, v, &t, &n, &p, &ab, &off) != napi_ok) ThrowType(env, w.str(), "must be a Buffer");
+  if (t != napi_uint8_array && t != napi_uint8_clamped_array) ThrowType(env, w.str(), "must be a Buffer");
+  data = static_cast<const unsigned char*>(p);
+  len = n;
+  if (len > 0 && data == nullptr) ThrowType(env, w.str(), "must be a Buffer");
+}
+
+Xattrs XattrsOf(Napi::Env env, Napi::Value v, const Where& w) {
+  Xattrs out;
+  if (Absent(v)) return out;
+  if (!v.IsObject() || v.IsArray()) ThrowType(env, w.str(), "must be an object");
+  Napi::Object o = v.As<Napi::Object>();
+  Napi::Array names = o.GetPropertyNames();
+  for (uint32_t i = 0; i < names.Length(); i++) {
+    Napi::Value k = names.Get(i);
+    std::string name = k.ToString().Utf8Value();
+    if (name.empty() || name.find('\0') != std::string::npos)
+      ThrowType(env, w.str(), "names must be non-empty and free of NUL bytes");
+    const unsigned char* d;
+    size_t n;
+    BytesOf(env, o.Get(k), w, d, n);
+    out.emplace_back(std::move(name), std::string(reinterpret_cast<const char*>(d), n));
+  }
+  return out;
+}
+
+void ReadTimes(Napi::Env env, Napi::Value ms, Napi::Value mns, Napi::Value as, Napi::Value ans, const char* base,
+               size_t i, Times& t) {
+  if (Absent(ms)) return;
+  t.has = true;
+  t.ts[1].tv_sec = static_cast<time_t>(IntOf(env, ms, {base, i, "mtimeSec"}));
+  t.ts[1].tv_nsec = Absent(mns) ? 0 : static_cast<long>(UintOf(env, mns, {base, i, "mtimeNsec"}, 999999999));
+  if (Absent(as)) {
+    t.ts[0] = t.ts[1];
+  } else {
+    t.ts[0].tv_sec = static_cast<time_t>(IntOf(env, as, {base, i, "atimeSec"}));
+    t.ts[0].tv_nsec = Absent(ans) ? 0 : static_cast<long>(UintOf(env, ans, {base, i, "atimeNsec"}, 999999999));
+  }
+}
+
+// Property keys created once per call: napi_get_property with a ready key is cheaper than by C string.
+struct Keys {
+  explicit Keys(Napi::Env env)
+      : op(K(env, "op")), path(K(env, "path")), type(K(env, "type")), mode(K(env, "mode")), uid(K(env, "uid")),
+        gid(K(env, "gid")), mtimeSec(K(env, "mtimeSec")), mtimeNsec(K(env, "mtimeNsec")),
+        atimeSec(K(env, "atimeSec")), atimeNsec(K(env, "atimeNsec")), linkname(K(env, "linkname")),
+        devMajor(K(env, "devMajor")), devMinor(K(env, "devMinor")), xattrs(K(env, "xattrs")), data(K(env, "data")),
+        size(K(env, "size")), keepOpen(K(env, "keepOpen")), deferTimes(K(env, "deferTimes")),
+        noReplace(K(env, "noReplace")) {}
+  static Napi::String K(Napi::Env env, const char* s) { return Napi::String::New(env, s); }
+  Napi::String op, path, type, mode, uid, gid, mtimeSec, mtimeNsec, atimeSec, atimeNsec, linkname, devMajor,
+      devMinor, xattrs, data, size, keepOpen, deferTimes, noReplace;
+};
+
+Type TypeOf(const std::string& s) {
+  if (s == "file") return Type::File;
+  if (s == "dir") return Type::Dir;
+  if (s == "symlink") return Type::Symlink;
+  if (s == "link") return Type::Link;
+  if (s == "char") return Type::Char;
+  if (s == "block") return Type::Block;
+  if (s == "fifo") return Type::Fifo;
+  return Type::None;
+}
+
+// Reads entry `i`; a `data` Buffer is appended to `keep` so it stays alive until the worker is done.
+Entry ReadEntry(Napi::Env env, const Keys& k, Napi::Value v, size_t i, Napi::Array keep) {
+  const char* b = "entries";
+  if (!v.IsObject() || v.IsArray()) ThrowType(env, "entries[" + std::to_string(i) + "]", "must be an object");
+  Napi::Object o = v.As<Napi::Object>();
+  Entry e;
+  std::string op = StringOf(env, o.Get(k.op), {b, i, "op"});
+  if (op == "create") e.op = Op::Create;
+  else if (op == "remove") e.op = Op::Remove;
+  else if (op == "whiteout") e.op = Op::Whiteout;
+  else ThrowType(env, Where{b, i, "op"}.str(), "must be one of create, remove, whiteout");
+  e.path = StringOf(env, o.Get(k.path), {b, i, "path"});
+  if (e.op == Op::Create) {
+    e.type = TypeOf(StringOf(env, o.Get(k.type), {b, i, "type"}));
+    if (e.type == Type::None) ThrowType(env, Where{b, i, "type"}.str(), "must be one of file, dir, symlink, link, char, block, fifo");
+  }
+  Napi::Value x = o.Get(k.mode);
+  if (!Absent(x)) {
+    e.hasMode = true;
+    // Only permission and special bits: the type comes from `type`.
+    e.mode = static_cast<mode_t>(UintOf(env, x, {b, i, "mode"}, 0xffffffff) & 07777);
+  }
+  x = o.Get(k.uid);
+  if (!Absent(x)) e.uid = static_cast<uid_t>(UintOf(env, x, {b, i, "uid"}, 0xfffffffe));
+  x = o.Get(k.gid);
+  if (!Absent(x)) e.gid = static_cast<gid_t>(UintOf(env, x, {b, i, "gid"}, 0xfffffffe));
+  ReadTimes(env, o.Get(k.mtimeSec), o.Get(k.mtimeNsec), o.Get(k.atimeSec), o.Get(k.atimeNsec), b, i, e.times);
+  x = o.Get(k.linkname);
+  if (!Absent(x)) e.linkname = StringOf(env, x, {b, i, "linkname"});
+  if ((e.type == Type::Symlink || e.type == Type::Link) && Absent(x))
+    ThrowType(env, Where{b, i, "linkname"}.str(), "is required for symlinks and hardlinks");
+  x = o.Get(k.devMajor);
+  if (!Absent(x)) e.devMajor = static_cast<unsigned>(UintOf(env, x, {b, i, "devMajor"}, 0xffffffff));
+  x = o.Get(k.devMinor);
+  if (!Absent(x)) e.devMinor = static_cast<unsigned>(UintOf(env, x, {b, i, "devMinor"}, 0xffffffff));
+  e.xattrs = XattrsOf(env, o.Get(k.xattrs), {b, i, "xattrs"});
+  x = o.Get(k.data);
+  if (!Absent(x)) {
+    BytesOf(env, x, {b, i, "data"}, e.data, e.dataLen);
+    keep.Set(keep.Length(), x);
+  }
+  x = o.Get(k.size);
+  if (!Absent(x)) {
+    e.hasSize = true;
+    e.size = UintOf(env, x, {b, i, "size"}, static_cast<uint64_t>(INT64_MAX));
+  }
+  e.keepOpen = BoolOf(env, o.Get(k.keepOpen), {b, i, "keepOpen"});
+  e.deferTimes = BoolOf(env, o.Get(k.deferTimes), {b, i, "deferTimes"});
+  e.noReplace = BoolOf(env, o.Get(k.noReplace), {b, i, "noReplace"});
+  return e;
+}
+
+// ---- applying (worker thread) ----
+
+// "", "/", "." (and runs of them) name the root itself.
+bool IsRootPath(const std::string& p) {
+  for (char c : p)
+    if (c != '/' && c != '.') return false;
+  return p.find("..") == std::string::npos;
+}
+
+bool IsZeroBlock(const unsigned char* p, size_t n) {
+  // Compare the block with itself shifted by one byte: all equal and the first is 0 means all zero.
+  return n > 0 && p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0;
+}
+
+bool PwriteAll(int fd, const unsigned char* p, size_t n, uint64_t off) {
+  while (n > 0) {
+    ssize_t w = ::pwrite(fd, p, std::min<size_t>(n, 1u << 30), static_cast<off_t>(off));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    if (w == 0) {
+      errno = EIO;
+      return false;
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+    off += static_cast<uint64_t>(w);
+  }
+  return true;
+}
+
+// Writes `data` skipping whole 4 KiB blocks of zeros (they stay holes), then extends the file to `logical`
+// with ftruncate so trailing holes and a larger declared size are kept.
+bool WriteSparse(int fd, const unsigned char* data, size_t len, uint64_t logical, Failure& f, const std::string& p) {
+  constexpr size_t kBlock = 4096;
+  size_t off = 0;
+  size_t run = SIZE_MAX;  // start of the pending non-zero run
+  uint64_t end = 0;       // end of the last byte written
+  while (off < len) {
+    size_t n = std::min(kBlock, len - off);
+    bool zero = n == kBlock && IsZeroBlock(data + off, n);
+    if (zero) {
+      if (run != SIZE_MAX) {
+        if (!PwriteAll(fd, data + run, off - run, run)) return f.Errno("write", p);
+        end = off;
+        run = SIZE_MAX;
+      }
+    } else if (run == SIZE_MAX) {
+      run = off;
+    }
+    off += n;
+  }
+  if (run != SIZE_MAX) {
+    if (!PwriteAll(fd, data + run, len - run, run)) return f.Errno("write", p);
+    end = len;
+  }
+  if (logical > end && ::ftruncate(fd, static_cast<off_t>(logical)) != 0) return f.Errno("ftruncate", p);
+  return true;
+}
+
+void AddXattrWarning(Result& r, const std::string& name, int err) { r.warnings.push_back(name + ": " + ErrnoName(err)); }
+
+// Where metadata calls go: an open fd (regular files, the root) or parent fd + leaf name.
+struct Target {
+  int fd = -1;         // when >= 0, use f* calls on it
+  int parent = -1;     // else *at calls on parent + leaf, never following the leaf
+  const char* leaf = nullptr;
+  bool symlink = false;
+};
+
+bool SetXattrs(const Target& t, const Xattrs& xs, Result& r, Failure& f, const std::string& p) {
+  if (xs.empty()) return true;
+  std::string proc;
+  if (t.fd < 0) proc = tree::ProcFdPath(t.parent, t.leaf);
+  for (const auto& [name, value] : xs) {
+    int rc = t.fd >= 0 ? ::fsetxattr(t.fd, name.c_str(), value.data(), value.size(), 0)
+                       : ::lsetxattr(proc.c_str(), name.c_str(), value.data(), value.size(), 0);
+    if (rc == 0) continue;
+    if (errno == ENOTSUP || errno == EPERM) {
+      AddXattrWarning(r, name, errno);
+      continue;
+    }
+    return f.Errno(t.fd >= 0 ? "fsetxattr" : "lsetxattr", p);
+  }
+  return true;
+}
+
+// Docker's order: owner first (chown clears setuid/setgid and file capabilities), then mode, xattrs, times.
+bool ApplyMetadata(const Target& t, const Entry& e, mode_t dfltMode, Result& r, Failure& f) {
+  const std::string& p = e.path;
+  if (e.uid != static_cast<uid_t>(-1) || e.gid != static_cast<gid_t>(-1)) {
+    int rc = t.fd >= 0 ? ::fchown(t.fd, e.uid, e.gid) : ::fchownat(t.parent, t.leaf, e.uid, e.gid, AT_SYMLINK_NOFOLLOW);
+    if (rc != 0) return f.Errno(t.fd >= 0 ? "fchown" : "fchownat", p);
+  }
+  if (!t.symlink && (e.hasMode || dfltMode != static_cast<mode_t>(-1))) {
+    mode_t m = e.hasMode ? e.mode : dfltMode;
+    // The leaf was just created (or checked) as a non-symlink, so fchmodat following it is the same inode.
+    int rc = t.fd >= 0 ? ::fchmod(t.fd, m) : ::fchmodat(t.parent, t.leaf, m, 0);
+    if (rc != 0) return f.Errno(t.fd >= 0 ? "fchmod" : "fchmodat", p);
+  }
+  if (!SetXattrs(t, e.xattrs, r, f, p)) return false;
+  if (e.times.has && !e.deferTimes) {
+    int rc = t.fd >= 0 ? ::futimens(t.fd, e.times.ts) : ::utimensat(t.parent, t.leaf, e.times.ts, AT_SYMLINK_NOFOLLOW);
+    if (rc != 0) return f.Errno(t.fd >= 0 ? "futimens" : "utimensat", p);
+  }
+  return true;
+}
+
+const char* CreateSyscall(Type t) {
+  switch (t) {
+    case Type::File: return "openat";
+    case Type::Dir: return "mkdirat";
+    case Type::Symlink: return "symlinkat";
+    case Type::Link: return "linkat";
+    default: return "mknodat";
+  }
+}
+
+class Applier {
+ public:
+  explicit Applier(int rootFd) : root_(rootFd) {}
+
+  void Apply(const Entry& e, Result& r) {
+    Failure f;
+    bool ok = false;
+    try {
+      switch (e.op) {
+        case Op::Create: ok = Create(e, r, f); break;
+        case Op::Remove: ok = Remove(e, f); break;
+        case Op::Whiteout: ok = Whiteout(e, f); break;
+      }
+    } catch (const std::bad_alloc&) {
+      f.Set(ENOMEM, "allocate", e.path);
+    }
+    if (!ok && !f.failed()) f.Set(EIO, "apply", e.path);
+    if (f.failed()) {
+      r.err = f.err;
+      r.syscall = f.syscall;
+      if (r.fd >= 0) {
+        ::close(r.fd);
+        r.fd = -1;
+      }
+    }
+  }
+
+ private:
+  bool CreateRoot(const Entry& e, Result& r, Failure& f) {
+    if (e.type != Type::Dir) return f.Set(EISDIR, CreateSyscall(e.type), e.path);
+    UniqueFd fd(::openat(root_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd.valid()) return f.Errno("openat", e.path);
+    Target t;
+    t.fd = fd.get();
+    return ApplyMetadata(t, e, static_cast<mode_t>(-1), r, f);
+  }
+
+  bool Create(const Entry& e, Result& r, Failure& f) {
+    if (IsRootPath(e.path)) return CreateRoot(e, r, f);
+    std::string leaf;
+    UniqueFd parent(OpenParentBounded(root_, e.path, leaf, f));
+    if (!parent.valid()) return false;
+    const char* lf = leaf.c_str();
+    struct stat old;
+    bool exists = ::fstatat(parent.get(), lf, &old, AT_SYMLINK_NOFOLLOW) == 0;
+    if (!exists && errno != ENOENT) return f.Errno("fstatat", e.path);
+
+    // Hardlink source: resolved inside the root like any path; must exist and must not be a directory.
+    UniqueFd srcParent;
+    std::string srcLeaf;
+    if (e.type == Type::Link) {
+      if (IsRootPath(e.linkname)) return f.Set(EPERM, "linkat", e.path, e.linkname);
+      srcParent.reset(OpenParentBounded(root_, e.linkname, srcLeaf, f));
+      if (!srcParent.valid()) {
+        f.syscall = "linkat";
+        f.dest = e.linkname;
+        return false;
+      }
+      struct stat src;
+      if (::fstatat(srcParent.get(), srcLeaf.c_str(), &src, AT_SYMLINK_NOFOLLOW) != 0)
+        return f.Errno("linkat", e.path, e.linkname);
+      if (S_ISDIR(src.st_mode)) return f.Set(EPERM, "linkat", e.path, e.linkname);
+      // Already the same inode (a repeated hardlink, or a link to itself): nothing to do.
+      if (exists && old.st_dev == src.st_dev && old.st_ino == src.st_ino) return true;
+    }
+
+    bool keepDir = false;
+    if (exists) {
+      if (e.type == Type::Dir && S_ISDIR(old.st_mode)) {
+        keepDir = true;
+      } else if (e.noReplace) {
+        return f.Set(EEXIST, CreateSyscall(e.type), e.path);
+      } else if (!tree::RemoveAllAt(parent.get(), leaf, e.path, f)) {
+        return false;
+      }
+    }
+
+    Target t;
+    t.parent = parent.get();
+    t.leaf = lf;
+    switch (e.type) {
+      case Type::File: {
+        UniqueFd fd(::openat(parent.get(), lf, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
+        if (!fd.valid()) return f.Errno("openat", e.path);
+        uint64_t logical = std::max<uint64_t>(e.dataLen, e.hasSize ? e.size : 0);
+        if (!WriteSparse(fd.get(), e.data, e.dataLen, logical, f, e.path)) return false;
+        if (e.keepOpen) {
+          // The caller streams the rest and calls finishFile, which applies all metadata.
+          r.fd = fd.release();
+          return true;
+        }
+        t.fd = fd.get();
+        if (!ApplyMetadata(t, e, 0644, r, f)) return false;
+        int raw = fd.release();
+        if (::close(raw) != 0 && errno != EINTR) return f.Errno("close", e.path);
+        return true;
+      }
+      case Type::Dir:
+        if (!keepDir && ::mkdirat(parent.get(), lf, 0700) != 0) return f.Errno("mkdirat", e.path);
+        return ApplyMetadata(t, e, keepDir ? static_cast<mode_t>(-1) : 0755, r, f);
+      case Type::Symlink:
+        if (::symlinkat(e.linkname.c_str(), parent.get(), lf) != 0) return f.Errno("symlinkat", e.path);
+        t.symlink = true;
+        return ApplyMetadata(t, e, static_cast<mode_t>(-1), r, f);
+      case Type::Link:
+        // No AT_SYMLINK_FOLLOW: a hardlink to a symlink links the symlink itself.
+        if (::linkat(srcParent.get(), srcLeaf.c_str(), parent.get(), lf, 0) != 0)
+          return f.Errno("linkat", e.path, e.linkname);
+        return true;
+      case Type::Char:
+      case Type::Block:
+      case Type::Fifo: {
+        mode_t kind = e.type == Type::Char ? S_IFCHR : e.type == Type::Block ? S_IFBLK : S_IFIFO;
+        dev_t dev = e.type == Type::Fifo ? 0 : makedev(e.devMajor, e.devMinor);
+        if (::mknodat(parent.get(), lf, kind | 0600, dev) != 0) return f.Errno("mknodat", e.path);
+        return ApplyMetadata(t, e, 0644, r, f);
+      }
+      case Type::None:
+        break;
+    }
+    return f.Set(EINVAL, "create", e.path);
+  }
+
+  bool Remove(const Entry& e, Failure& f) {
+    if (IsRootPath(e.path)) return f.Set(EINVAL, "unlinkat", e.path);
+    std::string leaf;
+    Failure pf;
+    UniqueFd parent(OpenParentBounded(root_, e.path, leaf, pf));
+    if (!parent.valid()) {
+      if (pf.err == ENOENT || pf.err == ENOTDIR) return true;  // nothing there to remove
+      f = pf;
+      return false;
+    }
+    return tree::RemoveAllAt(parent.get(), leaf, e.path, f);
+  }
+
+  bool Whiteout(const Entry& e, Failure& f) {
+    if (IsRootPath(e.path)) return f.Set(EINVAL, "mknodat", e.path);
+    std::string leaf;
+    UniqueFd parent(OpenParentBounded(root_, e.path, leaf, f));
+    if (!parent.valid()) return false;
+    if (!tree::RemoveAllAt(parent.get(), leaf, e.path, f)) return false;
+    // overlayfs's whiteout format: a character device 0/0 with no permission bits.
+    if (::mknodat(parent.get(), leaf.c_str(), S_IFCHR, makedev(0, 0)) != 0) return f.Errno("mknodat", e.path);
+    uid_t uid = e.uid == static_cast<uid_t>(-1) ? 0 : e.uid;
+    gid_t gid = e.gid == static_cast<gid_t>(-1) ? 0 : e.gid;
+    if (::fchownat(parent.get(), leaf.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0) return f.Errno("fchownat", e.path);
+    if (e.times.has && !e.deferTimes &&
+        ::utimensat(parent.get(), leaf.c_str(), e.times.ts, AT_SYMLINK_NOFOLLOW) != 0)
+      return f.Errno("utimensat", e.path);
+    return true;
+  }
+
+  int root_;
+};
+
+// Holds a reference to the array of `data` Buffers so their bytes stay valid while the pool thread reads them.
+class ApplyWorker : public Napi::AsyncWorker {
+ public:
+  ApplyWorker(Napi::Env env, int rootFd, std::vector<Entry> entries, Napi::Array keep)
+      : Napi::AsyncWorker(env, "applyEntries"), deferred_(Napi::Promise::Deferred::New(env)), root_(rootFd),
+        entries_(std::move(entries)), keep_(Napi::Persistent(keep)) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    results_.resize(entries_.size());
+    Applier a(root_);
+    for (size_t i = 0; i < entries_.size(); i++) a.Apply(entries_[i], results_[i]);
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    keep_.Reset();
+    try {
+      Napi::String kErrno = Napi::String::New(env, "errno"), kCode = Napi::String::New(env, "code"),
+                   kSys = Napi::String::New(env, "syscall"), kFd = Napi::String::New(env, "fd"),
+                   kWarn = Napi::String::New(env, "warnings");
+      Napi::String empty = Napi::String::New(env, "");
+      Napi::Array out = Napi::Array::New(env, results_.size());
+      for (size_t i = 0; i < results_.size(); i++) {
+        Napi::HandleScope inner(env);
+        const Result& r = results_[i];
+        Napi::Object o = Napi::Object::New(env);
+        o.Set(kErrno, Napi::Number::New(env, r.err));
+        o.Set(kCode, r.err == 0 ? empty : Napi::String::New(env, ErrnoName(r.err)));
+        o.Set(kSys, r.err == 0 ? empty : Napi::String::New(env, r.syscall));
+        o.Set(kFd, Napi::Number::New(env, r.fd));
+        if (!r.warnings.empty()) {
+          Napi::Array w = Napi::Array::New(env, r.warnings.size());
+          for (uint32_t j = 0; j < r.warnings.size(); j++) w.Set(j, Napi::String::New(env, r.warnings[j]));
+          o.Set(kWarn, w);
+        }
+        out.Set(static_cast<uint32_t>(i), o);
+      }
+      deferred_.Resolve(out);
+    } catch (const Napi::Error& e) {
+      CloseKept();
+      deferred_.Reject(e.Value());
+    }
+  }
+
+  void OnError(const Napi::Error& e) override {
+    keep_.Reset();
+    CloseKept();
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  // Files left open for the caller would leak if the caller never learns their fds.
+  void CloseKept() {
+    for (Result& r : results_)
+      if (r.fd >= 0) {
+        ::close(r.fd);
+        r.fd = -1;
+      }
+  }
+
+  Napi::Promise::Deferred deferred_;
+  int root_;
+  std::vector<Entry> entries_;
+  Napi::Reference<Napi::Array> keep_;
+  std::vector<Result> results_;
+};
+
+int FdArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  int64_t fd = ArgInt(info, i, what);
+  if (fd < 0 || fd > 0x7fffffff) throw Napi::RangeError::New(info.Env(), std::string(what) + " is not a file descriptor");
+  return static_cast<int>(fd);
+}
+
+Napi::Value ApplyEntries(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int rootFd = FdArg(info, 0, "rootFd");
+  if (!info[1].IsArray()) throw Napi::TypeError::New(env, "entries must be an array");
+  Napi::Array arr = info[1].As<Napi::Array>();
+  Keys keys(env);
+  Napi::Array keep = Napi::Array::New(env);
+  std::vector<Entry> entries;
+  uint32_t n = arr.Length();
+  entries.reserve(n);
+  for (uint32_t i = 0; i < n; i++) entries.push_back(ReadEntry(env, keys, arr.Get(i), i, keep));
+  auto* w = new ApplyWorker(env, rootFd, std::move(entries), keep);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// ---- finishFile ----
+
+struct FinishOpts {
+  mode_t mode = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  Times times;
+  Xattrs xattrs;
+  bool hasSize = false;
+  uint64_t size = 0;
+};
+
+Napi::Value FinishFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0, "fd");
+  if (!info[1].IsObject() || info[1].IsArray()) throw Napi::TypeError::New(env, "opts must be an object");
+  Napi::Object o = info[1].As<Napi::Object>();
+  const char* b = "opts";
+  size_t none = static_cast<size_t>(-1);
+  FinishOpts fo;
+  fo.mode = static_cast<mode_t>(UintOf(env, o.Get("mode"), {b, none, "mode"}, 0xffffffff) & 07777);
+  fo.uid = static_cast<uid_t>(UintOf(env, o.Get("uid"), {b, none, "uid"}, 0xfffffffe));
+  fo.gid = static_cast<gid_t>(UintOf(env, o.Get("gid"), {b, none, "gid"}, 0xfffffffe));
+  if (Absent(o.Get("mtimeSec"))) ThrowType(env, "opts.mtimeSec", "must be a number");
+  ReadTimes(env, o.Get("mtimeSec"), o.Get("mtimeNsec"), o.Get("atimeSec"), o.Get("atimeNsec"), b, none, fo.times);
+  fo.xattrs = XattrsOf(env, o.Get("xattrs"), {b, none, "xattrs"});
+  Napi::Value sz = o.Get("size");
+  if (!Absent(sz)) {
+    fo.hasSize = true;
+    fo.size = UintOf(env, sz, {b, none, "size"}, static_cast<uint64_t>(INT64_MAX));
+  }
+  return RunVoid(env, "finishFile", [fd, fo = std::move(fo)](Failure& f) {
+    // The fd is closed whatever happens: it was handed over to this call.
+    UniqueFd owned(fd);
+    if (fo.hasSize) {
+      struct stat st;
+      if (::fstat(fd, &st) != 0) return (void)f.Errno("fstat");
+      if (static_cast<uint64_t>(st.st_size) < fo.size && ::ftruncate(fd, static_cast<off_t>(fo.size)) != 0)
+        return (void)f.Errno("ftruncate");
+    }
+    if (::fchown(fd, fo.uid, fo.gid) != 0) return (void)f.Errno("fchown");
+    if (::fchmod(fd, fo.mode) != 0) return (void)f.Errno("fchmod");
+    for (const auto& [name, value] : fo.xattrs) {
+      if (::fsetxattr(fd, name.c_str(), value.data(), value.size(), 0) == 0) continue;
+      if (errno == ENOTSUP || errno == EPERM) continue;  // same tolerance as applyEntries (which warns)
+      return (void)f.Errno("fsetxattr", std::string(), name);
+    }
+    if (::futimens(fd, fo.times.ts) != 0) return (void)f.Errno("futimens");
+    int raw = owned.release();
+    if (::close(raw) != 0 && errno != EINTR) return (void)f.Errno("close");
+  });
+}
+
+// ---- setTimes ----
+
+struct TimeEntry {
+  std::string path;
+  Times times;
+};
+
+Napi::Value SetTimes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int rootFd = FdArg(info, 0, "rootFd");
+  if (!info[1].IsArray()) throw Napi::TypeError::New(env, "entries must be an array");
+  Napi::Array arr = info[1].As<Napi::Array>();
+  Napi::String kPath = Napi::String::New(env, "path"), kMs = Napi::String::New(env, "mtimeSec"),
+               kMns = Napi::String::New(env, "mtimeNsec"), kAs = Napi::String::New(env, "atimeSec"),
+               kAns = Napi::String::New(env, "atimeNsec");
+  std::vector<TimeEntry> list;
+  list.reserve(arr.Length());
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value v = arr.Get(i);
+    if (!v.IsObject() || v.IsArray()) ThrowType(env, "entries[" + std::to_string(i) + "]", "must be an object");
+    Napi::Object o = v.As<Napi::Object>();
+    TimeEntry t;
+    t.path = StringOf(env, o.Get(kPath), {"entries", i, "path"});
+    if (Absent(o.Get(kMs))) ThrowType(env, Where{"entries", i, "mtimeSec"}.str(), "must be a number");
+    ReadTimes(env, o.Get(kMs), o.Get(kMns), o.Get(kAs), o.Get(kAns), "entries", i, t.times);
+    list.push_back(std::move(t));
+  }
+  return RunVoid(env, "setTimes", [rootFd, list = std::move(list)](Failure& f) {
+    for (const TimeEntry& t : list) {
+      if (IsRootPath(t.path)) {
+        UniqueFd fd(::openat(rootFd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!fd.valid()) return (void)f.Errno("openat", t.path);
+        if (::futimens(fd.get(), t.times.ts) != 0) return (void)f.Errno("futimens", t.path);
+        continue;
+      }
+      std::string leaf;
+      UniqueFd parent(OpenParentBounded(rootFd, t.path, leaf, f));
+      if (!parent.valid()) return;
+      if (::utimensat(parent.get(), leaf.c_str(), t.times.ts, AT_SYMLINK_NOFOLLOW) != 0)
+        return (void)f.Errno("utimensat", t.path);
+    }
+  });
+}
+
+}  // namespace
+
+void RegisterApplyEntries(Napi::Env env, Napi::Object exports) {
+  exports.Set("applyEntries", Napi::Function::New(env, ApplyEntries, "applyEntries"));
+  exports.Set("finishFile", Napi::Function::New(env, FinishFile, "finishFile"));
+  exports.Set("setTimes", Napi::Function::New(env, SetTimes, "setTimes"));
+}
+
 }  // namespace gd

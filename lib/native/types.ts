@@ -119,6 +119,10 @@ export interface DmListEntry {
 /** Options for {@link NativeBindings.dmCreate}. */
 export interface DmCreateOptions {
   uuid?: string;
+  /**
+   * Make the device read-only. The kernel attaches read-only to tables, not devices, so this process remembers
+   * the name and every later {@link NativeBindings.dmLoad} of it passes DM_READONLY_FLAG (until dmRemove).
+   */
   readOnly?: boolean;
 }
 

@@ -242,8 +242,8 @@ class Walker {
 
   // The path named a directory already on the stack ("", ".", "..", "a/."): open it with the caller's flags.
   int OpenFinal(const char* dot) {
+    // With O_CREAT the kernel answers EEXIST (O_EXCL) or EISDIR here, exactly as openat2 does for "a/.".
     int flags = opts_.flags;
-    if ((flags & O_CREAT) != 0) return Fail(EISDIR);
     int fd = ::openat(Cur(), dot, flags | O_NOFOLLOW | O_CLOEXEC, Creates(flags) ? opts_.mode : 0);
     return fd >= 0 ? fd : Fail(errno);
   }

@@ -5,6 +5,7 @@
 # read-only into the guest over virtio-9p, runs the guest tests there with `node --test`, streams the console, and
 # exits 0 only when the guest reported success. See README.md for the environment variables.
 set -euo pipefail
+shopt -s extglob
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -18,12 +19,12 @@ now_us() { echo "${EPOCHREALTIME/./}"; }
 secs() { local us=$1; printf '%d.%01d' $((us / 1000000)) $((us % 1000000 / 100000)); }
 T0=$(now_us)
 
-# Every way out prints one summary line starting with "VM:".
-harness_error() { echo "VM: HARNESS ERROR: $*" >&2; exit 2; }
+# Everything goes to stdout, so the order survives CI logs. Every way out prints one summary line starting "VM:".
+harness_error() { echo "VM: HARNESS ERROR: $*"; exit 2; }
 
 # ---- image
 IMG_T0=$(now_us)
-IMG=$(bash "$HERE/build-image.sh") || harness_error "build-image.sh failed"
+{ IMG=$(bash "$HERE/build-image.sh" 2>&3) || harness_error "build-image.sh failed"; } 3>&1
 IMG_T=$(( $(now_us) - IMG_T0 ))
 [ -f "$IMG/vmlinuz" ] && [ -f "$IMG/initramfs.cpio" ] || harness_error "no image in '$IMG'"
 command -v qemu-system-x86_64 >/dev/null || harness_error "qemu-system-x86_64 is not installed"
@@ -35,10 +36,10 @@ if [ -n "${GRAPHDRIVER_ADDON:-}" ]; then
 else
   ADDON=$ROOT/build/Release/graphdriver.node
   if [ ! -f "$ADDON" ]; then
-    echo "vm: $ADDON is missing; building the addon (node-gyp rebuild)" >&2
-    (cd "$ROOT" && npx --no-install node-gyp rebuild >&2) || harness_error "node-gyp rebuild failed"
+    echo "vm: $ADDON is missing; building the addon (node-gyp rebuild)"
+    (cd "$ROOT" && npx --no-install node-gyp rebuild 2>&1) || harness_error "node-gyp rebuild failed"
   elif [ -n "$(find "$ROOT/native" "$ROOT/binding.gyp" -newer "$ADDON" -print -quit 2>/dev/null)" ]; then
-    echo "vm: WARNING: $ADDON is older than the native sources (run npm run build)" >&2
+    echo "vm: WARNING: $ADDON is older than the native sources (run npm run build)"
   fi
 fi
 ADDON=$(readlink -f "$ADDON")
@@ -55,7 +56,7 @@ case $GUEST_ADDON in *[[:space:]]*) harness_error "the addon path must not conta
 
 # ---- what the guest runs
 b64() { printf '%s' "$1" | base64 -w0; }
-APPEND="console=ttyS0 quiet panic=-1 mitigations=off vmtest.addon=$GUEST_ADDON"
+APPEND="console=ttyS0 quiet panic=-1 oops=panic mitigations=off vmtest.addon=$GUEST_ADDON"
 if [ $# -gt 0 ]; then
   args=""
   for a in "$@"; do
@@ -93,8 +94,8 @@ LOG=${GRAPHDRIVER_VM_LOG:-$(mktemp --suffix=.log "$VM_DIR/logs/console-XXXXXX")}
 # keep the last 20 logs
 find "$VM_DIR/logs" -maxdepth 1 -name 'console-*.log' -printf '%T@ %p\n' | sort -rn | tail -n +21 | cut -d' ' -f2- |
   xargs -r rm -f
-echo "vm: image $IMG (kernel $(cat "$IMG/kernel-release"), $(secs "$IMG_T")s), addon $ADDON -> $GUEST_ADDON" >&2
-echo "vm: console log $LOG, timeout ${TIMEOUT}s" >&2
+echo "vm: image $IMG (kernel $(cat "$IMG/kernel-release"), $(secs "$IMG_T")s), addon $ADDON -> $GUEST_ADDON"
+echo "vm: console log $LOG, timeout ${TIMEOUT}s"
 
 # ---- boot. Console lines are shown with the seconds since qemu started and kept, with the same stamp, in $LOG.
 Q0=$(now_us)
@@ -103,6 +104,8 @@ timeout --kill-after=10 "$TIMEOUT" "${QEMU[@]}" </dev/null 2>&1 |
   while IFS= read -r line || [ -n "$line" ]; do
     # no subshells in here: a fork per console line would make the stream lag behind the guest
     line=${line%$'\r'}
+    line=${line//$'\e'[[]*([0-9;?])[A-Za-z]/}   # the firmware's terminal resets and colours
+    line=${line//$'\e'c/}
     t=$(( ${EPOCHREALTIME/./} - Q0 ))
     printf -v stamp '%d.%01d' $((t / 1000000)) $((t % 1000000 / 100000))
     printf '[vm %6s] %s\n' "$stamp" "$line"

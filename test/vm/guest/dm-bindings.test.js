@@ -42,6 +42,8 @@ const META_SIZE = 64 * MiB;
 const THIN_SIZE = 1024 * MiB;
 const BLOCK_SECTORS = 128; // thin-pool data block size: 64 KiB
 const S_IFBLK = 0o060000;
+// the guest image copies host binaries to their host paths; fall back to PATH lookup by spawnSync
+const MKFS_EXT4 = ['/usr/sbin/mkfs.ext4', '/sbin/mkfs.ext4'].find((p) => fs.existsSync(p)) || 'mkfs.ext4';
 
 // glibc major()/minor() of a dev_t, in plain arithmetic (st_rdev can exceed 32 bits).
 const devMajor = (d) => (Math.floor(d / 256) % 4096) + Math.floor(d / 2 ** 44) * 4096;
@@ -226,7 +228,7 @@ describe('device-mapper bindings (thin provisioning round trip)', { timeout: 300
       { start: 0, length: THIN_SIZE / SECTOR, type: 'thin', params: `${mm(pool.dev)} 0` },
     ]);
     const node = await deviceNode(thin);
-    run('/usr/sbin/mkfs.ext4', ['-q', '-E', 'nodiscard,lazy_itable_init=0,lazy_journal_init=0', node]);
+    run(MKFS_EXT4, ['-q', '-E', 'nodiscard,lazy_itable_init=0,lazy_journal_init=0', node]);
     const dir = path.join(work, 'origin');
     await mountExt4(node, dir);
     assert.ok((await b.dmInfo(names.thin)).openCount >= 1, 'a mounted device is open');
