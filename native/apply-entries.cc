@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -314,11 +315,11 @@ struct Target {
 
 bool SetXattrs(const Target& t, const Xattrs& xs, Result& r, Failure& f, const std::string& p) {
   if (xs.empty()) return true;
-  std::string proc;
-  if (t.fd < 0) proc = tree::ProcFdPath(t.parent, t.leaf);
+  std::optional<tree::XattrTarget> at;
+  if (t.fd < 0) at.emplace(t.parent, t.leaf);
   for (const auto& [name, value] : xs) {
     int rc = t.fd >= 0 ? ::fsetxattr(t.fd, name.c_str(), value.data(), value.size(), 0)
-                       : ::lsetxattr(proc.c_str(), name.c_str(), value.data(), value.size(), 0);
+                       : at->Set(name.c_str(), value.data(), value.size(), 0);
     if (rc == 0) continue;
     if (errno == ENOTSUP || errno == EPERM) {
       AddXattrWarning(r, name, errno);

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,10 +35,11 @@ struct CopyStats {
   double reflinked = 0;
 };
 
-// How the xattr calls reach an entry: an open fd, or "/proc/self/fd/<dirfd>/<name>" without following the leaf.
+// How the xattr calls reach an entry: an open fd, or a directory fd + name without following the leaf.
 struct XRef {
   int fd = -1;
-  std::string path;
+  int dir = -1;
+  std::string name;
 };
 
 XRef RefOf(int fd) {
@@ -48,7 +50,8 @@ XRef RefOf(int fd) {
 
 XRef RefOf(int dirFd, const std::string& name) {
   XRef r;
-  r.path = dirFd == AT_FDCWD ? name : tree::ProcFdPath(dirFd, name);
+  r.dir = dirFd;
+  r.name = name;
   return r;
 }
 
@@ -222,7 +225,9 @@ class Copier {
 
   bool CopyFile(int sdir, const std::string& sname, int ddir, const std::string& dname, const struct stat& st,
                 const std::string& disp) {
-    UniqueFd in(::openat(sdir, sname.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    // O_NOATIME keeps the source's access times as they were (allowed for the owner and for root).
+    UniqueFd in(::openat(sdir, sname.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME));
+    if (!in.valid() && errno == EPERM) in.reset(::openat(sdir, sname.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
     if (!in.valid()) return f_.Errno("openat", disp);
     UniqueFd out(::openat(ddir, dname.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!out.valid()) return f_.Errno("openat", disp);
@@ -320,26 +325,24 @@ class Copier {
   // Copies every xattr of `from` to the target (fd, or dir+name). Attributes the destination cannot hold
   // (ENOTSUP) are skipped.
   bool CopyXattrs(const XRef& from, int fd, int dir, const std::string& name, const std::string& disp) {
+    std::optional<tree::XattrTarget> src, dst;
+    if (from.fd < 0) src.emplace(from.dir, from.name);
     ssize_t n = tree::ReadGrowing(
-        [&](char* b, size_t sz) {
-          return from.fd >= 0 ? ::flistxattr(from.fd, b, sz) : ::llistxattr(from.path.c_str(), b, sz);
-        },
-        listBuf_);
+        [&](char* b, size_t sz) { return from.fd >= 0 ? ::flistxattr(from.fd, b, sz) : src->List(b, sz); }, listBuf_);
     if (n < 0) {
       if (errno == ENOTSUP) return true;
       return f_.Errno("llistxattr", disp);
     }
     if (n == 0) return true;
     std::string names(listBuf_.data(), static_cast<size_t>(n));
-    std::string to = fd >= 0 ? std::string() : (dir == AT_FDCWD ? name : tree::ProcFdPath(dir, name));
+    if (fd < 0) dst.emplace(dir, name);
     bool ok = true;
     tree::ForEachXattrName(names.data(), names.size(), [&](std::string_view nv) {
       if (!ok) return;
       std::string attr(nv);
       ssize_t len = tree::ReadGrowing(
           [&](char* b, size_t sz) {
-            return from.fd >= 0 ? ::fgetxattr(from.fd, attr.c_str(), b, sz)
-                                : ::lgetxattr(from.path.c_str(), attr.c_str(), b, sz);
+            return from.fd >= 0 ? ::fgetxattr(from.fd, attr.c_str(), b, sz) : src->Get(attr.c_str(), b, sz);
           },
           valBuf_);
       if (len < 0) {
@@ -349,7 +352,7 @@ class Copier {
       }
       size_t vl = static_cast<size_t>(len);
       int rc = fd >= 0 ? ::fsetxattr(fd, attr.c_str(), valBuf_.data(), vl, 0)
-                       : ::lsetxattr(to.c_str(), attr.c_str(), valBuf_.data(), vl, 0);
+                       : dst->Set(attr.c_str(), valBuf_.data(), vl, 0);
       if (rc != 0 && errno != ENOTSUP) ok = f_.Errno("lsetxattr", disp, attr);
     });
     return ok;

@@ -80,16 +80,9 @@ std::string_view View(const std::string& arena, Span s) { return std::string_vie
 bool ReadXattrs(int dirFd, std::string_view name, const XattrMode& mode, ScanResult& out, Rec& rec,
                 std::vector<char>& listBuf, std::vector<char>& valBuf, Failure& f, std::string_view display) {
   rec.xattrBegin = static_cast<uint32_t>(out.xattrs.size());
-  std::string p = tree::ProcFdPath(dirFd, name);
-  // With an empty name the path is the magic link itself, which must be followed to reach the file; with a
-  // name, the leaf must not be followed.
-  bool follow = name.empty();
+  tree::XattrTarget target(dirFd, name);
   auto get = [&](const std::string& attr) -> bool {
-    ssize_t n = tree::ReadGrowing(
-        [&](char* b, size_t sz) {
-          return follow ? ::getxattr(p.c_str(), attr.c_str(), b, sz) : ::lgetxattr(p.c_str(), attr.c_str(), b, sz);
-        },
-        valBuf);
+    ssize_t n = tree::ReadGrowing([&](char* b, size_t sz) { return target.Get(attr.c_str(), b, sz); }, valBuf);
     if (n < 0) {
       if (errno == ENODATA || errno == ENOTSUP) return true;
       return f.Errno("lgetxattr", std::string(display), attr);
@@ -102,14 +95,11 @@ bool ReadXattrs(int dirFd, std::string_view name, const XattrMode& mode, ScanRes
     return true;
   };
   if (mode.all) {
-    ssize_t n = tree::ReadGrowing(
-        [&](char* b, size_t sz) { return follow ? ::listxattr(p.c_str(), b, sz) : ::llistxattr(p.c_str(), b, sz); },
-        listBuf);
+    ssize_t n = tree::ReadGrowing([&](char* b, size_t sz) { return target.List(b, sz); }, listBuf);
     if (n < 0) {
       if (errno == ENOTSUP) return true;
       return f.Errno("llistxattr", std::string(display));
     }
-    // Copy the list: `get` reuses valBuf only, but keep listBuf stable while iterating anyway.
     std::string names(listBuf.data(), static_cast<size_t>(n));
     bool ok = true;
     tree::ForEachXattrName(names.data(), names.size(), [&](std::string_view nm) {
@@ -154,11 +144,9 @@ class Walker {
         rec.hasLink = true;
       }
       out_.recs.push_back(rec);
-      if (opts_.xattrs.any()) {
-        UniqueFd pfd(::open(root.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-        if (!pfd.valid()) return f_.Errno("open", root);
-        if (!ReadXattrs(pfd.get(), "", opts_.xattrs, out_, out_.recs.back(), listBuf_, valBuf_, f_, root)) return false;
-      }
+      if (opts_.xattrs.any() &&
+          !ReadXattrs(AT_FDCWD, root, opts_.xattrs, out_, out_.recs.back(), listBuf_, valBuf_, f_, root))
+        return false;
       return true;
     }
     UniqueFd rootFd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));

@@ -331,12 +331,10 @@ class LayerApplier {
     const [r] = await this.b.applyEntries(this.rootFd, [{ ...common, keepOpen: true }]);
     this.check([{ entry: common, name: h.name }], [r!]);
     const fd = r!.fd;
-    let pos = 0;
+    const writer = new SparseWriter(fd);
     try {
-      for await (const chunk of body()) {
-        await writeSparse(fd, chunk, pos);
-        pos += chunk.length;
-      }
+      for await (const chunk of body()) await writer.write(chunk);
+      await writer.end();
     } catch (e) {
       await fsClose(fd).catch(() => undefined);
       throw e;
@@ -394,7 +392,14 @@ class LayerApplier {
   /** Naive opaque directory: removes every entry under `dir` that this layer did not write. */
   private async opaque(dir: string, name: string): Promise<void> {
     await this.drain();
-    const fd = await this.b.openBounded(this.root, dir === '' ? '.' : dir, { flags: OpenFlags.O_RDONLY | OpenFlags.O_DIRECTORY });
+    let fd: number;
+    try {
+      fd = await this.b.openBounded(this.root, dir === '' ? '.' : dir, { flags: OpenFlags.O_RDONLY | OpenFlags.O_DIRECTORY });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code ?? '';
+      if (ARCHIVE_ERRNOS.has(code)) throw new InvalidArchiveError(`opaque marker in a directory that cannot be opened (${code})`, name, { cause: e });
+      throw e;
+    }
     let children: string[];
     try {
       children = await fs.promises.readdir(`/proc/self/fd/${fd}`);
@@ -461,22 +466,47 @@ class LayerApplier {
   }
 }
 
-/** Writes `chunk` at `pos`, skipping whole 4 KiB zero blocks so the file stays sparse. */
-async function writeSparse(fd: number, chunk: Buffer, pos: number): Promise<void> {
-  let start = 0;
-  let i = 0;
-  while (i < chunk.length) {
-    const aligned = (pos + i) % 4096 === 0;
-    const end = Math.min(i + 4096, chunk.length);
-    if (aligned && end - i === 4096 && chunk.subarray(i, end).equals(ZERO_BLOCK)) {
-      if (i > start) await writeAll(fd, chunk.subarray(start, i), pos + start);
-      i = end;
-      start = end;
-      continue;
+/**
+ * Writes a file body sequentially through an fd, skipping whole 4 KiB blocks of zeros (file-offset aligned) so
+ * sparse files stay sparse. Chunks arrive at arbitrary offsets, so an unaligned tail is carried to the next one.
+ */
+class SparseWriter {
+  private pos = 0;
+  private carry: Buffer | null = null;
+
+  constructor(private readonly fd: number) {}
+
+  async write(chunk: Buffer): Promise<void> {
+    let buf = this.carry ? Buffer.concat([this.carry, chunk]) : chunk;
+    this.carry = null;
+    const usable = buf.length - (buf.length % 4096);
+    if (usable < buf.length) {
+      this.carry = Buffer.from(buf.subarray(usable));
+      buf = buf.subarray(0, usable);
     }
-    i = aligned ? end : Math.min(chunk.length, i + (4096 - ((pos + i) % 4096)));
+    await this.flushBlocks(buf);
   }
-  if (start < chunk.length) await writeAll(fd, chunk.subarray(start), pos + start);
+
+  async end(): Promise<void> {
+    if (this.carry) {
+      await writeAll(this.fd, this.carry, this.pos);
+      this.pos += this.carry.length;
+      this.carry = null;
+    }
+  }
+
+  /** `buf` starts at this.pos, which is always 4 KiB aligned here, and holds whole blocks. */
+  private async flushBlocks(buf: Buffer): Promise<void> {
+    let start = 0;
+    for (let i = 0; i < buf.length; i += 4096) {
+      if (buf.subarray(i, i + 4096).equals(ZERO_BLOCK)) {
+        if (i > start) await writeAll(this.fd, buf.subarray(start, i), this.pos + start);
+        start = i + 4096;
+      }
+    }
+    if (start < buf.length) await writeAll(this.fd, buf.subarray(start), this.pos + start);
+    this.pos += buf.length;
+  }
 }
 
 async function writeAll(fd: number, buf: Buffer, pos: number): Promise<void> {

@@ -80,6 +80,9 @@ export const signatures: { readonly [K in keyof NativeBindings]: Signature } = {
   },
   isMountpoint: { args: [['path', 'path']] },
   statfs: { args: [['path', 'path']] },
+  mountFrom: {
+    args: [['dir', 'path'], ['source', 'string'], ['target', 'path'], ['fstype', 'string?'], ['flags', 'uint'], ['data', 'string?']],
+  },
 
   loopGetFree: { args: [] },
   loopAttach: {

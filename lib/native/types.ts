@@ -165,7 +165,9 @@ export interface ApplyEntry {
   path: string;
   /** Required for op 'create'. */
   type?: EntryType;
-  /** Permission and special bits (07777). */
+  /** Permission and special bits (07777). Default for new entries: 0644 (0755 for dirs); an existing dir kept
+   *  by a dir entry keeps its mode. Owner (uid/gid) and times are left as created when absent; atime defaults
+   *  to mtime. Whiteouts are owned by uid/gid when given, else 0:0. */
   mode?: number;
   uid?: number;
   gid?: number;
@@ -181,7 +183,8 @@ export interface ApplyEntry {
   xattrs?: Record<string, Buffer>;
   /** Whole content of a regular file. Omit and use `keepOpen` to stream large files through the returned fd. */
   data?: Buffer;
-  /** Sparse layout: data segments `[offset, length, ...]` within `data`'s logical file of size `size`. */
+  /** Logical size of a file: when larger than `data`, the file is extended with a hole (sparse). Whole 4 KiB
+   *  blocks of zeros in `data` are not written either, so they stay holes. */
   size?: number;
   /** For files: leave the new file open for writing and return its fd (caller writes then calls finishFile). */
   keepOpen?: boolean;
@@ -193,7 +196,7 @@ export interface ApplyEntry {
 
 /** Per-entry outcome of {@link NativeBindings.applyEntries}, same order as the input. */
 export interface ApplyResult {
-  /** 0 on success, else the errno of the first failing step. */
+  /** 0 on success, else the (positive) errno of the first failing step. */
   errno: number;
   /** errno symbolic name, '' when ok. */
   code: string;
@@ -300,6 +303,13 @@ export interface NativeBindings {
   isMountpoint(path: string): Promise<boolean>;
   /** statfs(2). */
   statfs(path: string): Promise<StatfsInfo>;
+  /**
+   * mount(2) with relative `source`, `target` and paths inside `data` resolved from `dir`: runs on a short-lived
+   * thread that unshares its cwd (CLONE_FS) and fchdir()s into `dir`, so the process cwd never changes (overlay2
+   * mounts of deep stacks whose absolute lower paths exceed one page). Errors carry path = source, dest = dir/target.
+   * Provided by native/mount-api.cc; rejects with ERR_NATIVE_MISSING in builds without it.
+   */
+  mountFrom(dir: string, source: string, target: string, fstype: string | null, flags: number, data: string | null): Promise<void>;
 
   // ---- loop devices ----
   /** LOOP_CTL_GET_FREE: index of a free loop device (creating one if needed). */

@@ -42,13 +42,18 @@ declare -A PKG_OF=(
   [dpkg-deb]=dpkg [sha256sum]=coreutils [timeout]=coreutils [base64]=coreutils
 )
 
+# root runs apt-get directly; others (CI runners) through passwordless sudo when there is one
+AS_ROOT=()
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then AS_ROOT=(sudo -n); fi
+can_apt() { command -v apt-get >/dev/null && { [ "$(id -u)" = 0 ] || [ ${#AS_ROOT[@]} -gt 0 ]; }; }
+apt_update() { can_apt && "${AS_ROOT[@]}" apt-get update >&2; }
+
 apt_install() {
-  [ "$(id -u)" = 0 ] || die "missing packages ($*) and not root: install them with apt-get"
-  command -v apt-get >/dev/null || die "missing packages ($*) and no apt-get on this host"
+  can_apt || die "missing packages ($*): install them with apt-get (needs root or passwordless sudo)"
   log "apt-get install $*"
-  export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get install -y --no-install-recommends "$@" >&2; then
-    apt-get update >&2 && apt-get install -y --no-install-recommends "$@" >&2 || die "apt-get install $* failed"
+  if ! "${AS_ROOT[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >&2; then
+    apt_update && "${AS_ROOT[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >&2 ||
+      die "apt-get install $* failed"
   fi
 }
 
@@ -89,7 +94,7 @@ newest_cached_kernel() {
 KVER=${GRAPHDRIVER_VM_KERNEL:-}
 if [ -z "$KVER" ]; then
   KVER=$(candidate_kernel)
-  if [ -z "$KVER" ] && [ "$(id -u)" = 0 ]; then apt-get update >&2 || true; KVER=$(candidate_kernel); fi
+  if [ -z "$KVER" ] && apt_update; then KVER=$(candidate_kernel); fi
   if [ -z "$KVER" ]; then
     KVER=$(newest_cached_kernel)
     [ -n "$KVER" ] || die "cannot tell which kernel to use (apt-cache depends linux-image-amd64 says nothing); set GRAPHDRIVER_VM_KERNEL"
@@ -105,7 +110,7 @@ if [ ! -f "$KDIR/.complete" ]; then
   # apt-get download drops to the _apt user; let it write there.
   chmod 0777 "$tmp"
   if ! (cd "$tmp" && apt-get download "linux-image-$KVER" >&2); then
-    [ "$(id -u)" = 0 ] && apt-get update >&2
+    apt_update || true
     (cd "$tmp" && apt-get download "linux-image-$KVER" >&2) || { rm -rf "$tmp"; die "apt-get download linux-image-$KVER failed"; }
   fi
   mkdir "$tmp/root"

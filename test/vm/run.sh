@@ -63,9 +63,11 @@ if [ $# -gt 0 ]; then
     case $a in
       -*) ;;
       *)
-        # test files are given relative to the checkout (or absolute inside it), since the guest sees it at /host
-        f=$(readlink -f "$a") || harness_error "no such file: $a"
-        [ -f "$f" ] || harness_error "no such file: $a"
+        # test files are given relative to the current directory or the checkout, or absolute inside the checkout;
+        # the guest sees the checkout at /host
+        f=$a
+        case $f in /*) ;; *) [ -e "$f" ] || f=$ROOT/$f ;; esac
+        f=$(readlink -f "$f") && [ -f "$f" ] || harness_error "no such file: $a"
         case $f in "$ROOT"/*) a=${f#"$ROOT"/} ;; *) harness_error "$a is outside the checkout $ROOT" ;; esac
         ;;
     esac

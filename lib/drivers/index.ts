@@ -1,0 +1,14 @@
+/**
+ * Graph drivers: the driver contract, its errors, the registry and the drivers themselves. Importing this module
+ * registers every driver with {@link registerDriver}.
+ * @module
+ */
+export * from './driver';
+export * from './errors';
+export { checkLayerId, checkParentId } from './layer-id';
+export { KeyedLock } from './keyed-lock';
+export { RefCounter } from './ref-counter';
+export { driverPriority, newDriver, registerDriver, registeredDrivers, type NewDriverConfig } from './registry';
+export { parseBool, parseSize, parseStorageOpts } from './storage-opts';
+export { NaiveDiffDriver, type NaiveDiffOptions } from './naive-diff-driver';
+export { VfsDriver, VfsProtoDriver } from './vfs';

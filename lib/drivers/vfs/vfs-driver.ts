@@ -1,0 +1,333 @@
+/**
+ * The vfs driver, as Docker's: every layer is a plain directory `<home>/dir/<id>` holding a full copy of its
+ * parent. No mounts, no kernel features: it works anywhere, also without root (for content an unprivileged user
+ * may create). Copies share extents (FICLONE) or go through copy_file_range where the filesystem allows.
+ * @module
+ */
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+
+import { GraphdriverError } from '../../errors';
+import { loadBindings } from '../../native/bindings';
+import type { NativeBindings } from '../../native/types';
+import type { CreateOpts, DriverDeps, MountOpts, ProtoDriver } from '../driver';
+import { InvalidOptionError, LayerExistsError, LayerInUseError, LayerNotFoundError } from '../errors';
+import { KeyedLock } from '../keyed-lock';
+import { checkLayerId, checkParentId } from '../layer-id';
+import { NaiveDiffDriver } from '../naive-diff-driver';
+import { RefCounter } from '../ref-counter';
+import { parseSize, parseStorageOpts } from '../storage-opts';
+import { ParentIndex } from './parents';
+import { errCode, removeTree } from './remove-tree';
+
+/** Storage options vfs understands, at init (`--storage-opt size=...`) and per layer (`storageOpt.size`). */
+const KNOWN_OPTIONS = ['size'] as const;
+
+/** Prefixes of the driver's own entries in `dir/`; layer ids never start with '.', so they cannot collide. */
+const TMP_PREFIX = '.tmp-';
+const REMOVING_PREFIX = '.removing-';
+
+function suffix(): string {
+  return randomBytes(6).toString('hex');
+}
+
+async function isDirectory(p: string): Promise<boolean> {
+  try {
+    return (await fs.lstat(p)).isDirectory();
+  } catch (e) {
+    if (errCode(e) === 'ENOENT' || errCode(e) === 'ENOTDIR') return false;
+    throw e;
+  }
+}
+
+async function pathExists(p: string): Promise<boolean> {
+  try {
+    await fs.lstat(p);
+    return true;
+  } catch (e) {
+    if (errCode(e) === 'ENOENT' || errCode(e) === 'ENOTDIR') return false;
+    throw e;
+  }
+}
+
+const notMounted = (): Promise<boolean> => Promise.resolve(false);
+
+/**
+ * The ProtoDriver half of vfs: layer directories, copies, reference counts and the parent records. The public
+ * {@link VfsDriver} wraps it with the naive diff methods.
+ */
+export class VfsProtoDriver implements ProtoDriver {
+  readonly name = 'vfs';
+  /** `<home>/dir`: one directory per layer. */
+  readonly layersDir: string;
+  private readonly locks = new KeyedLock();
+  /** Serialises the short parent/child bookkeeping steps (never held during a copy or a delete). */
+  private readonly graph = new KeyedLock();
+  private readonly refs = new RefCounter();
+  private readonly parents: ParentIndex;
+  private closed = false;
+  private dirsReady: Promise<void> | null = null;
+
+  private constructor(
+    readonly home: string,
+    private readonly b: NativeBindings,
+  ) {
+    this.layersDir = path.join(home, 'dir');
+    this.parents = new ParentIndex(path.join(home, 'parents'));
+  }
+
+  /**
+   * Opens (creating when needed) the driver home: mode 0700, leftovers of interrupted creates and removes
+   * deleted, parent records loaded. `options` are `--storage-opt` strings; vfs knows only `size`, which needs
+   * quotas this driver cannot provide (see {@link VfsProtoDriver.create}).
+   */
+  static async open(home: string, options: readonly string[], bindings: NativeBindings): Promise<VfsProtoDriver> {
+    if (typeof home !== 'string' || home === '') throw new TypeError('vfs: home must be a non-empty path');
+    const opts = parseStorageOpts('vfs', options, KNOWN_OPTIONS);
+    const size = opts.get('size');
+    const absHome = path.resolve(home);
+    if (size !== undefined) {
+      parseSize(size, 'vfs option size');
+      throw VfsProtoDriver.quotaError(absHome);
+    }
+    await fs.mkdir(absHome, { recursive: true, mode: 0o700 });
+    await fs.chmod(absHome, 0o700);
+    const d = new VfsProtoDriver(absHome, bindings);
+    await d.removeLeftovers();
+    await d.parents.load((id) => isDirectory(d.dir(id)));
+    return d;
+  }
+
+  private static quotaError(home: string): InvalidOptionError {
+    return new InvalidOptionError(
+      `vfs: storage option "size" is not supported for ${home}: per-layer size limits need filesystem project quotas ` +
+        '(xfs mounted with pquota), which this vfs driver does not set up',
+    );
+  }
+
+  /** Deletes temp copies and half-removed layers left by a crash. */
+  private async removeLeftovers(): Promise<void> {
+    let names: string[];
+    try {
+      names = await fs.readdir(this.layersDir);
+    } catch (e) {
+      if (errCode(e) === 'ENOENT') return;
+      throw e;
+    }
+    await Promise.all(
+      names
+        .filter((n) => n.startsWith(TMP_PREFIX) || n.startsWith(REMOVING_PREFIX))
+        .map((n) => removeTree(path.join(this.layersDir, n))),
+    );
+  }
+
+  /** The directory of layer `id` (Docker's vfs `Dir`). */
+  dir(id: string): string {
+    checkLayerId(id);
+    return path.join(this.layersDir, id);
+  }
+
+  /** The recorded parent of layer `id` (null for base layers). */
+  parentOf(id: string): string | null {
+    checkLayerId(id);
+    return this.parents.parent(id);
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new GraphdriverError('ERR_DRIVER_CLOSED', `vfs driver at ${this.home} has been cleaned up`);
+  }
+
+  /** `dir/` is created with the first layer, so that a home without layers holds no state (see newDriver). */
+  private ensureDirs(): Promise<void> {
+    this.dirsReady ??= fs.mkdir(this.layersDir, { recursive: true, mode: 0o700 }).then(
+      () => undefined,
+      (e: unknown) => {
+        this.dirsReady = null;
+        throw e;
+      },
+    );
+    return this.dirsReady;
+  }
+
+  /** Validates per-layer storage options before anything is touched. */
+  private checkStorageOpt(storageOpt: Record<string, string> | undefined): void {
+    if (storageOpt === undefined || storageOpt === null) return;
+    if (typeof storageOpt !== 'object') throw new InvalidOptionError('vfs: storageOpt must be an object');
+    for (const [rawKey, value] of Object.entries(storageOpt)) {
+      const key = rawKey.toLowerCase();
+      if (key !== 'size') {
+        throw new InvalidOptionError(`vfs: storage option ${JSON.stringify(rawKey)} is not supported (known: ${KNOWN_OPTIONS.join(', ')})`);
+      }
+      if (typeof value !== 'string') throw new InvalidOptionError('vfs: storage option "size" must be a string');
+      parseSize(value, 'vfs storage option size');
+      throw VfsProtoDriver.quotaError(this.home);
+    }
+  }
+
+  create(id: string, parent?: string | null, opts?: CreateOpts): Promise<void> {
+    return this.createLayer(id, parent, opts);
+  }
+
+  /** vfs layers are all writable directories: the same as {@link create}. */
+  createReadWrite(id: string, parent?: string | null, opts?: CreateOpts): Promise<void> {
+    return this.createLayer(id, parent, opts);
+  }
+
+  /**
+   * Builds the layer under a temp name (an empty 0755 directory owned by root for a base layer, else a copy of
+   * the parent) and renames it into place, so a failure or crash never leaves a half-made layer behind.
+   */
+  private async createLayer(id: string, parentArg: string | null | undefined, opts: CreateOpts | undefined): Promise<void> {
+    checkLayerId(id);
+    const parent = checkParentId(parentArg);
+    this.checkStorageOpt(opts?.storageOpt);
+    this.checkOpen();
+    await this.locks.run(id, async () => {
+      this.checkOpen();
+      const dest = this.dir(id);
+      if (await pathExists(dest)) throw new LayerExistsError(id);
+      if (parent !== null) {
+        // Registered before the copy: from here on the parent cannot be removed under us.
+        await this.graph.run('', async () => {
+          if (!(await isDirectory(this.dir(parent)))) throw new LayerNotFoundError(parent);
+          this.parents.add(id, parent);
+        });
+      }
+      await this.ensureDirs();
+      const tmp = path.join(this.layersDir, `${TMP_PREFIX}${id}-${suffix()}`);
+      try {
+        if (parent === null) {
+          await fs.mkdir(tmp, { mode: 0o755 });
+          // mkdir's mode is filtered by the umask, and a set-group-id home would hand down its group.
+          await fs.chmod(tmp, 0o755);
+          if (process.getuid?.() === 0) await fs.chown(tmp, 0, 0);
+          await this.parents.unpersist(id);
+        } else {
+          await this.b.copyTree(this.dir(parent), tmp, { reflink: true });
+          await this.parents.persist(id, parent);
+        }
+        await fs.rename(tmp, dest);
+      } catch (e) {
+        await removeTree(tmp).catch(() => undefined);
+        if (parent !== null) {
+          await this.graph.run('', async () => this.parents.drop(id));
+          await this.parents.unpersist(id).catch(() => undefined);
+        }
+        throw e;
+      }
+    });
+  }
+
+  /** Removes the layer: refused while it is got or while layers created from it exist. */
+  async remove(id: string): Promise<void> {
+    checkLayerId(id);
+    this.checkOpen();
+    await this.locks.run(id, async () => {
+      this.checkOpen();
+      const n = this.refs.count(id);
+      if (n > 0) throw new LayerInUseError(id, `it is mounted (${n} get${n === 1 ? '' : 's'} without put)`);
+      const doomed = path.join(this.layersDir, `${REMOVING_PREFIX}${id}-${suffix()}`);
+      await this.graph.run('', async () => {
+        const kids = this.parents.children(id);
+        if (kids.length > 0) {
+          const shown = kids.slice(0, 3).map((k) => JSON.stringify(k)).join(', ');
+          throw new LayerInUseError(id, `it is the parent of ${kids.length} layer${kids.length === 1 ? '' : 's'} (${shown}${kids.length > 3 ? ', ...' : ''})`);
+        }
+        try {
+          await fs.rename(this.dir(id), doomed);
+        } catch (e) {
+          if (errCode(e) === 'ENOENT') throw new LayerNotFoundError(id);
+          throw e;
+        }
+        this.parents.drop(id);
+      });
+      this.refs.reset(id);
+      await this.parents.unpersist(id);
+      await removeTree(doomed);
+    });
+  }
+
+  /** Returns the layer directory; reference counted so that remove can refuse a layer in use. */
+  async get(id: string, _opts?: MountOpts): Promise<string> {
+    checkLayerId(id);
+    this.checkOpen();
+    return this.locks.run(id, async () => {
+      this.checkOpen();
+      const dir = this.dir(id);
+      if (!(await isDirectory(dir))) throw new LayerNotFoundError(id);
+      await this.refs.increment(id, notMounted);
+      return dir;
+    });
+  }
+
+  /** Releases one {@link get}; NotMountedError without one. */
+  async put(id: string): Promise<void> {
+    checkLayerId(id);
+    this.checkOpen();
+    await this.locks.run(id, async () => {
+      await this.refs.decrement(id, notMounted);
+    });
+  }
+
+  async exists(id: string): Promise<boolean> {
+    checkLayerId(id);
+    return isDirectory(this.dir(id));
+  }
+
+  /** Docker's vfs reports no status. */
+  async status(): Promise<Array<[string, string]>> {
+    return [];
+  }
+
+  /** vfs layers have no metadata (null); unknown ids are LayerNotFoundError. */
+  async getMetadata(id: string): Promise<Record<string, string> | null> {
+    checkLayerId(id);
+    if (!(await isDirectory(this.dir(id)))) throw new LayerNotFoundError(id);
+    return null;
+  }
+
+  /** Nothing is mounted; forgets the reference counts and refuses further use. */
+  async cleanup(): Promise<void> {
+    this.closed = true;
+    for (const id of this.refs.active()) this.refs.reset(id);
+  }
+}
+
+/**
+ * The vfs graph driver: {@link VfsProtoDriver} plus Docker's naive diff methods (layers compared as whole trees,
+ * diffs applied with whiteouts turned into deletions).
+ */
+export class VfsDriver extends NaiveDiffDriver {
+  private constructor(
+    private readonly vfs: VfsProtoDriver,
+    bindings: NativeBindings,
+  ) {
+    super(vfs, { bindings, format: 'naive' });
+  }
+
+  /**
+   * Opens the driver at `home` (`<root>/vfs`). `options` are `--storage-opt` strings (only `size` is known, and
+   * it is refused: no quotas here); any other key is an InvalidOptionError naming it.
+   */
+  static async init(home: string, options: string[] = [], deps: DriverDeps = {}): Promise<VfsDriver> {
+    const bindings = deps.bindings ?? loadBindings();
+    const proto = await VfsProtoDriver.open(home, options, bindings);
+    return new VfsDriver(proto, bindings);
+  }
+
+  /** The driver home. */
+  get home(): string {
+    return this.vfs.home;
+  }
+
+  /** The directory of layer `id` (whether or not it exists). */
+  dir(id: string): string {
+    return this.vfs.dir(id);
+  }
+
+  /** The parent layer `id` was created from, as recorded at create (null for base layers). */
+  parentOf(id: string): string | null {
+    return this.vfs.parentOf(id);
+  }
+}
