@@ -15,6 +15,7 @@
 #include <new>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -29,7 +30,7 @@
 namespace gd {
 namespace {
 
-enum class Op { Create, Remove, Whiteout };
+enum class Op { Create, Remove, Whiteout, Xattrs };
 enum class Type { None, File, Dir, Symlink, Link, Char, Block, Fifo };
 
 using Xattrs = std::vector<std::pair<std::string, std::string>>;
@@ -146,7 +147,7 @@ Xattrs XattrsOf(Napi::Env env, Napi::Value v, const Where& w) {
     const unsigned char* d;
     size_t n;
     BytesOf(env, o.Get(k), w, d, n);
-    out.emplace_back(std::move(name), std::string(reinterpret_cast<const char*>(d), n));
+    out.emplace_back(std::move(name), n > 0 ? std::string(reinterpret_cast<const char*>(d), n) : std::string());
   }
   return out;
 }
@@ -200,7 +201,8 @@ Entry ReadEntry(Napi::Env env, const Keys& k, Napi::Value v, size_t i, Napi::Arr
   if (op == "create") e.op = Op::Create;
   else if (op == "remove") e.op = Op::Remove;
   else if (op == "whiteout") e.op = Op::Whiteout;
-  else ThrowType(env, Where{b, i, "op"}.str(), "must be one of create, remove, whiteout");
+  else if (op == "xattrs") e.op = Op::Xattrs;
+  else ThrowType(env, Where{b, i, "op"}.str(), "must be one of create, remove, whiteout, xattrs");
   e.path = StringOf(env, o.Get(k.path), {b, i, "path"});
   if (e.op == Op::Create) {
     e.type = TypeOf(StringOf(env, o.Get(k.type), {b, i, "type"}));
@@ -361,6 +363,12 @@ const char* CreateSyscall(Type t) {
   }
 }
 
+// Applies entries in order. Two things keep the syscall count near GNU tar's (one create, one write, owner,
+// mode, times, close per file):
+//  - the parent directory fd is cached while consecutive entries share a parent (tar order makes that the
+//    common case), and top-level entries use the root fd itself; the cache is dropped whenever a directory
+//    or symlink is removed, since that can change what a parent path resolves to;
+//  - creation is optimistic: the create call runs first and only EEXIST triggers the stat + replace logic.
 class Applier {
  public:
   explicit Applier(int rootFd) : root_(rootFd) {}
@@ -373,9 +381,15 @@ class Applier {
         case Op::Create: ok = Create(e, r, f); break;
         case Op::Remove: ok = Remove(e, f); break;
         case Op::Whiteout: ok = Whiteout(e, f); break;
+        case Op::Xattrs: ok = Xattrs(e, r, f); break;
       }
     } catch (const std::bad_alloc&) {
       f.Set(ENOMEM, "allocate", e.path);
+    }
+    if (dropCache_) {
+      cache_.reset();
+      cacheKey_.clear();
+      dropCache_ = false;
     }
     if (!ok && !f.failed()) f.Set(EIO, "apply", e.path);
     if (f.failed()) {
@@ -389,6 +403,34 @@ class Applier {
   }
 
  private:
+  // Returns the fd of the directory holding `path` (borrowed: the root or the cache owns it) and its last
+  // component in `leaf`, resolved inside the root; -1 with `f` set on failure.
+  int Parent(const std::string& path, std::string& leaf, Failure& f) {
+    size_t end = path.find_last_not_of('/');
+    if (end == std::string::npos) return f.Set(EINVAL, "openat", path), -1;
+    size_t slash = path.rfind('/', end);
+    size_t start = slash == std::string::npos ? 0 : slash + 1;
+    leaf.assign(path, start, end + 1 - start);
+    if (leaf == "." || leaf == "..") return f.Set(EINVAL, "openat", path), -1;
+    std::string_view key(path.data(), start);
+    while (!key.empty() && key.back() == '/') key.remove_suffix(1);
+    while (!key.empty() && key.front() == '/') key.remove_prefix(1);
+    if (key.empty()) return root_;
+    if (cache_.valid() && key == cacheKey_) return cache_.get();
+    std::string l2;
+    int fd = OpenParentBounded(root_, path, l2, f);
+    if (fd < 0) return -1;
+    cache_.reset(fd);
+    cacheKey_.assign(key);
+    return fd;
+  }
+
+  // Removes whatever is at parent/leaf so a new entry can take its place.
+  bool Replace(int parent, const std::string& leaf, const struct stat& old, const std::string& path, Failure& f) {
+    if (S_ISDIR(old.st_mode) || S_ISLNK(old.st_mode)) dropCache_ = true;
+    return tree::RemoveAllAt(parent, leaf, path, f);
+  }
+
   bool CreateRoot(const Entry& e, Result& r, Failure& f) {
     if (e.type != Type::Dir) return f.Set(EISDIR, CreateSyscall(e.type), e.path);
     UniqueFd fd(::openat(root_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -398,19 +440,49 @@ class Applier {
     return ApplyMetadata(t, e, static_cast<mode_t>(-1), r, f);
   }
 
+  // One attempt at creating the entry itself; returns 0 or an errno. For files, `fd` receives the new file.
+  int MakeNode(const Entry& e, int parent, const char* lf, int srcParent, const char* srcLeaf, UniqueFd& fd) {
+    int rc = 0;
+    switch (e.type) {
+      case Type::File:
+        fd.reset(::openat(parent, lf, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
+        rc = fd.valid() ? 0 : -1;
+        break;
+      case Type::Dir:
+        rc = ::mkdirat(parent, lf, 0700);
+        break;
+      case Type::Symlink:
+        rc = ::symlinkat(e.linkname.c_str(), parent, lf);
+        break;
+      case Type::Link:
+        // No AT_SYMLINK_FOLLOW: a hardlink to a symlink links the symlink itself.
+        rc = ::linkat(srcParent, srcLeaf, parent, lf, 0);
+        break;
+      case Type::Char:
+      case Type::Block:
+      case Type::Fifo: {
+        mode_t kind = e.type == Type::Char ? S_IFCHR : e.type == Type::Block ? S_IFBLK : S_IFIFO;
+        dev_t dev = e.type == Type::Fifo ? 0 : makedev(e.devMajor, e.devMinor);
+        rc = ::mknodat(parent, lf, kind | 0600, dev);
+        break;
+      }
+      case Type::None:
+        return EINVAL;
+    }
+    return rc == 0 ? 0 : errno;
+  }
+
   bool Create(const Entry& e, Result& r, Failure& f) {
     if (IsRootPath(e.path)) return CreateRoot(e, r, f);
     std::string leaf;
-    UniqueFd parent(OpenParentBounded(root_, e.path, leaf, f));
-    if (!parent.valid()) return false;
+    int parent = Parent(e.path, leaf, f);
+    if (parent < 0) return false;
     const char* lf = leaf.c_str();
-    struct stat old;
-    bool exists = ::fstatat(parent.get(), lf, &old, AT_SYMLINK_NOFOLLOW) == 0;
-    if (!exists && errno != ENOENT) return f.Errno("fstatat", e.path);
 
     // Hardlink source: resolved inside the root like any path; must exist and must not be a directory.
     UniqueFd srcParent;
     std::string srcLeaf;
+    struct stat src;
     if (e.type == Type::Link) {
       if (IsRootPath(e.linkname)) return f.Set(EPERM, "linkat", e.path, e.linkname);
       srcParent.reset(OpenParentBounded(root_, e.linkname, srcLeaf, f));
@@ -419,32 +491,36 @@ class Applier {
         f.dest = e.linkname;
         return false;
       }
-      struct stat src;
       if (::fstatat(srcParent.get(), srcLeaf.c_str(), &src, AT_SYMLINK_NOFOLLOW) != 0)
         return f.Errno("linkat", e.path, e.linkname);
       if (S_ISDIR(src.st_mode)) return f.Set(EPERM, "linkat", e.path, e.linkname);
-      // Already the same inode (a repeated hardlink, or a link to itself): nothing to do.
-      if (exists && old.st_dev == src.st_dev && old.st_ino == src.st_ino) return true;
     }
 
+    UniqueFd fd;
     bool keepDir = false;
-    if (exists) {
+    int err = MakeNode(e, parent, lf, srcParent.get(), srcLeaf.c_str(), fd);
+    if (err == EEXIST) {
+      // Something is there: Docker's rules decide (both dirs: keep; else replace unless noReplace).
+      struct stat old;
+      if (::fstatat(parent, lf, &old, AT_SYMLINK_NOFOLLOW) != 0) return f.Errno("fstatat", e.path);
+      if (e.type == Type::Link && old.st_dev == src.st_dev && old.st_ino == src.st_ino) return true;  // already linked
       if (e.type == Type::Dir && S_ISDIR(old.st_mode)) {
         keepDir = true;
+        err = 0;
       } else if (e.noReplace) {
         return f.Set(EEXIST, CreateSyscall(e.type), e.path);
-      } else if (!tree::RemoveAllAt(parent.get(), leaf, e.path, f)) {
-        return false;
+      } else {
+        if (!Replace(parent, leaf, old, e.path, f)) return false;
+        err = MakeNode(e, parent, lf, srcParent.get(), srcLeaf.c_str(), fd);
       }
     }
+    if (err != 0) return f.Set(err, CreateSyscall(e.type), e.path, e.type == Type::Link ? e.linkname : std::string());
 
     Target t;
-    t.parent = parent.get();
+    t.parent = parent;
     t.leaf = lf;
     switch (e.type) {
       case Type::File: {
-        UniqueFd fd(::openat(parent.get(), lf, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
-        if (!fd.valid()) return f.Errno("openat", e.path);
         uint64_t logical = std::max<uint64_t>(e.dataLen, e.hasSize ? e.size : 0);
         if (!WriteSparse(fd.get(), e.data, e.dataLen, logical, f, e.path)) return false;
         if (e.keepOpen) {
@@ -459,62 +535,74 @@ class Applier {
         return true;
       }
       case Type::Dir:
-        if (!keepDir && ::mkdirat(parent.get(), lf, 0700) != 0) return f.Errno("mkdirat", e.path);
         return ApplyMetadata(t, e, keepDir ? static_cast<mode_t>(-1) : 0755, r, f);
       case Type::Symlink:
-        if (::symlinkat(e.linkname.c_str(), parent.get(), lf) != 0) return f.Errno("symlinkat", e.path);
         t.symlink = true;
         return ApplyMetadata(t, e, static_cast<mode_t>(-1), r, f);
       case Type::Link:
-        // No AT_SYMLINK_FOLLOW: a hardlink to a symlink links the symlink itself.
-        if (::linkat(srcParent.get(), srcLeaf.c_str(), parent.get(), lf, 0) != 0)
-          return f.Errno("linkat", e.path, e.linkname);
-        return true;
-      case Type::Char:
-      case Type::Block:
-      case Type::Fifo: {
-        mode_t kind = e.type == Type::Char ? S_IFCHR : e.type == Type::Block ? S_IFBLK : S_IFIFO;
-        dev_t dev = e.type == Type::Fifo ? 0 : makedev(e.devMajor, e.devMinor);
-        if (::mknodat(parent.get(), lf, kind | 0600, dev) != 0) return f.Errno("mknodat", e.path);
+        return true;  // a hardlink shares its source's metadata
+      default:
         return ApplyMetadata(t, e, 0644, r, f);
-      }
-      case Type::None:
-        break;
     }
-    return f.Set(EINVAL, "create", e.path);
   }
 
   bool Remove(const Entry& e, Failure& f) {
     if (IsRootPath(e.path)) return f.Set(EINVAL, "unlinkat", e.path);
     std::string leaf;
     Failure pf;
-    UniqueFd parent(OpenParentBounded(root_, e.path, leaf, pf));
-    if (!parent.valid()) {
+    int parent = Parent(e.path, leaf, pf);
+    if (parent < 0) {
       if (pf.err == ENOENT || pf.err == ENOTDIR) return true;  // nothing there to remove
       f = pf;
       return false;
     }
-    return tree::RemoveAllAt(parent.get(), leaf, e.path, f);
+    dropCache_ = true;
+    return tree::RemoveAllAt(parent, leaf, e.path, f);
   }
 
   bool Whiteout(const Entry& e, Failure& f) {
     if (IsRootPath(e.path)) return f.Set(EINVAL, "mknodat", e.path);
     std::string leaf;
-    UniqueFd parent(OpenParentBounded(root_, e.path, leaf, f));
-    if (!parent.valid()) return false;
-    if (!tree::RemoveAllAt(parent.get(), leaf, e.path, f)) return false;
+    int parent = Parent(e.path, leaf, f);
+    if (parent < 0) return false;
+    dropCache_ = true;
+    const char* lf = leaf.c_str();
     // overlayfs's whiteout format: a character device 0/0 with no permission bits.
-    if (::mknodat(parent.get(), leaf.c_str(), S_IFCHR, makedev(0, 0)) != 0) return f.Errno("mknodat", e.path);
+    if (::mknodat(parent, lf, S_IFCHR, makedev(0, 0)) != 0) {
+      if (errno != EEXIST) return f.Errno("mknodat", e.path);
+      if (!tree::RemoveAllAt(parent, leaf, e.path, f)) return false;
+      if (::mknodat(parent, lf, S_IFCHR, makedev(0, 0)) != 0) return f.Errno("mknodat", e.path);
+    }
     uid_t uid = e.uid == static_cast<uid_t>(-1) ? 0 : e.uid;
     gid_t gid = e.gid == static_cast<gid_t>(-1) ? 0 : e.gid;
-    if (::fchownat(parent.get(), leaf.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0) return f.Errno("fchownat", e.path);
-    if (e.times.has && !e.deferTimes &&
-        ::utimensat(parent.get(), leaf.c_str(), e.times.ts, AT_SYMLINK_NOFOLLOW) != 0)
+    if (::fchownat(parent, lf, uid, gid, AT_SYMLINK_NOFOLLOW) != 0) return f.Errno("fchownat", e.path);
+    if (e.times.has && !e.deferTimes && ::utimensat(parent, lf, e.times.ts, AT_SYMLINK_NOFOLLOW) != 0)
       return f.Errno("utimensat", e.path);
     return true;
   }
 
+  // Sets xattrs on an existing entry (never following a symlink leaf); the filesystem refusing one (ENOTSUP,
+  // EPERM) is a warning, like for created entries.
+  bool Xattrs(const Entry& e, Result& r, Failure& f) {
+    Target t;
+    UniqueFd rootDir;
+    std::string leaf;
+    if (IsRootPath(e.path)) {
+      rootDir.reset(::openat(root_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!rootDir.valid()) return f.Errno("openat", e.path);
+      t.fd = rootDir.get();
+    } else {
+      t.parent = Parent(e.path, leaf, f);
+      if (t.parent < 0) return false;
+      t.leaf = leaf.c_str();
+    }
+    return SetXattrs(t, e.xattrs, r, f, e.path);
+  }
+
   int root_;
+  UniqueFd cache_;        // parent directory of the previous entry
+  std::string cacheKey_;  // its path relative to the root (no leading/trailing '/')
+  bool dropCache_ = false;
 };
 
 // Holds a reference to the array of `data` Buffers so their bytes stay valid while the pool thread reads them.

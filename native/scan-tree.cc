@@ -1,19 +1,25 @@
 // scanTree and lstatMany: lstat data for a whole tree (or a batch of root-relative paths) in one trip to the
 // thread pool. The walk never follows symlinks: every directory is opened relative to its parent's fd with
-// O_NOFOLLOW, and all stat calls use AT_SYMLINK_NOFOLLOW. Results are collected into flat arrays (one string
-// arena for paths, link targets and xattrs) so a 100k-entry tree costs a handful of allocations, and the JS
-// objects are built with one napi_define_properties call each from cached keys.
+// O_NOFOLLOW, and all stat calls use AT_SYMLINK_NOFOLLOW.
+//
+// Speed (a 140k-entry /usr must scan well under a second): records are compact and stored in fixed chunks
+// (no reallocation copies), paths/link targets/xattrs live in one string arena, names are passed to fstatat
+// straight from the getdents64 buffer, sorting works on a small key array, and the JS objects are assembled
+// by a little JS function from columnar data (see ConvertScan) because V8 builds object literals an order of
+// magnitude faster than N-API property calls.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
-#include <sys/resource.h>
+#include <cstdlib>
 #include <cstring>
+#include <new>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/args.h"
@@ -49,20 +55,69 @@ struct XattrRec {
   Span value;
 };
 
+// The lstat fields a ScanEntry reports (struct stat is 144 bytes with padding and fields we do not need).
+struct CStat {
+  uint32_t mode, uid, gid;
+  uint64_t nlink;
+  int64_t size, blocks;
+  int64_t mtimeSec, atimeSec, ctimeSec;
+  uint32_t mtimeNsec, atimeNsec, ctimeNsec;
+  uint64_t rdev, dev, ino;
+
+  void From(const struct stat& st) {
+    mode = st.st_mode;
+    uid = st.st_uid;
+    gid = st.st_gid;
+    nlink = st.st_nlink;
+    size = st.st_size;
+    blocks = st.st_blocks;
+    mtimeSec = st.st_mtim.tv_sec;
+    atimeSec = st.st_atim.tv_sec;
+    ctimeSec = st.st_ctim.tv_sec;
+    mtimeNsec = static_cast<uint32_t>(st.st_mtim.tv_nsec);
+    atimeNsec = static_cast<uint32_t>(st.st_atim.tv_nsec);
+    ctimeNsec = static_cast<uint32_t>(st.st_ctim.tv_nsec);
+    rdev = st.st_rdev;
+    dev = st.st_dev;
+    ino = st.st_ino;
+  }
+};
+
 struct Rec {
   Span path;
   Span link;
-  bool hasLink = false;
-  bool missing = false;  // lstatMany: the path does not exist
   uint32_t xattrBegin = 0;
   uint32_t xattrCount = 0;
-  struct stat st;
+  bool hasLink = false;
+  bool missing = false;  // lstatMany: the path does not exist
+  CStat st{};
 };
 
-// Everything a scan produced; moved into the convert step on the main thread.
+// Append-only record storage in fixed-size chunks: growing never copies what is already there.
+class RecStore {
+ public:
+  static constexpr size_t kChunk = 4096;
+  size_t size() const { return size_; }
+  Rec& operator[](size_t i) { return chunks_[i / kChunk][i % kChunk]; }
+  const Rec& operator[](size_t i) const { return chunks_[i / kChunk][i % kChunk]; }
+  Rec& push_back(const Rec& r) {
+    if (size_ % kChunk == 0) chunks_.emplace_back(std::make_unique<Rec[]>(kChunk));
+    Rec& slot = chunks_.back()[size_ % kChunk];
+    slot = r;
+    size_++;
+    return slot;
+  }
+  Rec& back() { return (*this)[size_ - 1]; }
+
+ private:
+  std::vector<std::unique_ptr<Rec[]>> chunks_;
+  size_t size_ = 0;
+};
+
+// Everything a scan produced; handed to the convert step on the main thread.
 struct ScanResult {
   std::string arena;
-  std::vector<Rec> recs;
+  RecStore recs;
   std::vector<XattrRec> xattrs;
   std::vector<uint32_t> order;  // output order (sorted or walk order)
 };
@@ -78,14 +133,14 @@ std::string_view View(const std::string& arena, Span s) { return std::string_vie
 // Reads the requested xattrs of the entry `name` in directory `dirFd` (name empty: dirFd itself) into `out`.
 // ENOTSUP (filesystem without xattrs) and ENODATA (absent) are not errors.
 bool ReadXattrs(int dirFd, std::string_view name, const XattrMode& mode, ScanResult& out, Rec& rec,
-                std::vector<char>& listBuf, std::vector<char>& valBuf, Failure& f, std::string_view display) {
+                std::vector<char>& listBuf, std::vector<char>& valBuf, Failure& f, const std::string& display) {
   rec.xattrBegin = static_cast<uint32_t>(out.xattrs.size());
   tree::XattrTarget target(dirFd, name);
   auto get = [&](const std::string& attr) -> bool {
     ssize_t n = tree::ReadGrowing([&](char* b, size_t sz) { return target.Get(attr.c_str(), b, sz); }, valBuf);
     if (n < 0) {
       if (errno == ENODATA || errno == ENOTSUP) return true;
-      return f.Errno("lgetxattr", std::string(display), attr);
+      return f.Errno("lgetxattr", display, attr);
     }
     XattrRec x;
     x.name = Append(out.arena, attr);
@@ -98,7 +153,7 @@ bool ReadXattrs(int dirFd, std::string_view name, const XattrMode& mode, ScanRes
     ssize_t n = tree::ReadGrowing([&](char* b, size_t sz) { return target.List(b, sz); }, listBuf);
     if (n < 0) {
       if (errno == ENOTSUP) return true;
-      return f.Errno("llistxattr", std::string(display));
+      return f.Errno("llistxattr", display);
     }
     std::string names(listBuf.data(), static_cast<size_t>(n));
     bool ok = true;
@@ -112,18 +167,17 @@ bool ReadXattrs(int dirFd, std::string_view name, const XattrMode& mode, ScanRes
   return true;
 }
 
-bool ReadLink(int dirFd, const char* name, std::string& buf, std::string_view display, Failure& f) {
-  buf.resize(4096);
+// readlinkat into `buf`; returns the target length or -1 (errno set). Grows for targets longer than 4 KiB.
+ssize_t ReadLink(int dirFd, const char* name, std::vector<char>& buf) {
+  if (buf.size() < 4096) buf.resize(4096);
   for (int attempt = 0; attempt < 8; attempt++) {
     ssize_t n = ::readlinkat(dirFd, name, buf.data(), buf.size());
-    if (n < 0) return f.Errno("readlinkat", std::string(display));
-    if (static_cast<size_t>(n) < buf.size()) {
-      buf.resize(static_cast<size_t>(n));
-      return true;
-    }
+    if (n < 0) return -1;
+    if (static_cast<size_t>(n) < buf.size()) return n;
     buf.resize(buf.size() * 2);
   }
-  return f.Set(ENAMETOOLONG, "readlinkat", std::string(display));
+  errno = ENAMETOOLONG;
+  return -1;
 }
 
 class Walker {
@@ -134,20 +188,18 @@ class Walker {
     struct stat st;
     if (::fstatat(AT_FDCWD, root.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return f_.Errno("lstat", root);
     if (!S_ISDIR(st.st_mode)) {
-      // A non-directory root is reported alone (its xattrs through its path, without following).
+      // A non-directory root is reported alone.
       Rec rec;
       rec.path = Append(out_.arena, "/");
-      rec.st = st;
+      rec.st.From(st);
       if (S_ISLNK(st.st_mode)) {
-        if (!ReadLink(AT_FDCWD, root.c_str(), linkBuf_, root, f_)) return false;
-        rec.link = Append(out_.arena, linkBuf_);
+        ssize_t n = ReadLink(AT_FDCWD, root.c_str(), linkBuf_);
+        if (n < 0) return f_.Errno("readlinkat", root);
+        rec.link = Append(out_.arena, std::string_view(linkBuf_.data(), static_cast<size_t>(n)));
         rec.hasLink = true;
       }
-      out_.recs.push_back(rec);
-      if (opts_.xattrs.any() &&
-          !ReadXattrs(AT_FDCWD, root, opts_.xattrs, out_, out_.recs.back(), listBuf_, valBuf_, f_, root))
-        return false;
-      return true;
+      Rec& r = out_.recs.push_back(rec);
+      return !opts_.xattrs.any() || ReadXattrs(AT_FDCWD, root, opts_.xattrs, out_, r, listBuf_, valBuf_, f_, root);
     }
     UniqueFd rootFd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!rootFd.valid()) return f_.Errno("open", root);
@@ -155,12 +207,11 @@ class Walker {
     rootDev_ = st.st_dev;
     Rec rec;
     rec.path = Append(out_.arena, "/");
-    rec.st = st;
-    out_.recs.push_back(rec);
-    if (opts_.xattrs.any() &&
-        !ReadXattrs(rootFd.get(), "", opts_.xattrs, out_, out_.recs.back(), listBuf_, valBuf_, f_, "/"))
+    rec.st.From(st);
+    Rec& r = out_.recs.push_back(rec);
+    if (opts_.xattrs.any() && !ReadXattrs(rootFd.get(), "", opts_.xattrs, out_, r, listBuf_, valBuf_, f_, "/"))
       return false;
-    return Walk(std::move(rootFd), 0);
+    return Walk(std::move(rootFd));
   }
 
  private:
@@ -170,7 +221,7 @@ class Walker {
     size_t next = 0;
   };
 
-  // Reads every entry of directory `fd` (record `dirRec`) and returns the child directories to descend into.
+  // Reads every entry of directory `fd` (record `dirRec`) and lists the child directories to descend into.
   bool ReadDir(int fd, uint32_t dirRec, std::vector<uint32_t>& subdirs) {
     std::string prefix(View(out_.arena, out_.recs[dirRec].path));
     if (prefix.size() == 1) prefix.clear();  // root: children are "/name"
@@ -178,45 +229,49 @@ class Walker {
     std::string_view name;
     unsigned char type;
     int r;
-    std::string nameZ;
+    struct stat st;
     while ((r = rd.Next(name, type)) == 1) {
-      nameZ.assign(name);
-      Rec rec;
-      if (::fstatat(fd, nameZ.c_str(), &rec.st, AT_SYMLINK_NOFOLLOW) != 0) {
+      const char* cname = name.data();  // NUL-terminated inside the getdents buffer
+      if (::fstatat(fd, cname, &st, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno == ENOENT) continue;  // removed while we were reading
-        return f_.Errno("fstatat", prefix + "/" + nameZ);
+        return f_.Errno("fstatat", prefix + "/" + std::string(name));
       }
+      Rec rec;
+      rec.st.From(st);
       rec.path.off = out_.arena.size();
       out_.arena.append(prefix);
       out_.arena.push_back('/');
       out_.arena.append(name);
       rec.path.len = out_.arena.size() - rec.path.off;
-      if (S_ISLNK(rec.st.st_mode)) {
-        if (!ReadLink(fd, nameZ.c_str(), linkBuf_, nameZ, f_)) {
-          if (f_.err != ENOENT) return false;
-          f_ = Failure();
-          continue;
+      if (S_ISLNK(st.st_mode)) {
+        ssize_t n = ReadLink(fd, cname, linkBuf_);
+        if (n < 0) {
+          if (errno == ENOENT) {
+            out_.arena.resize(rec.path.off);
+            continue;
+          }
+          return f_.Errno("readlinkat", std::string(View(out_.arena, rec.path)));
         }
-        rec.link = Append(out_.arena, linkBuf_);
+        rec.link = Append(out_.arena, std::string_view(linkBuf_.data(), static_cast<size_t>(n)));
         rec.hasLink = true;
       }
       // The display path is copied: ReadXattrs appends to the arena, which may move it.
-      if (opts_.xattrs.any() && !ReadXattrs(fd, nameZ, opts_.xattrs, out_, rec, listBuf_, valBuf_, f_,
+      if (opts_.xattrs.any() && !ReadXattrs(fd, name, opts_.xattrs, out_, rec, listBuf_, valBuf_, f_,
                                             std::string(View(out_.arena, rec.path))))
         return false;
       uint32_t idx = static_cast<uint32_t>(out_.recs.size());
       out_.recs.push_back(rec);
-      if (S_ISDIR(rec.st.st_mode) && (!opts_.oneFilesystem || rec.st.st_dev == rootDev_)) subdirs.push_back(idx);
+      if (S_ISDIR(st.st_mode) && (!opts_.oneFilesystem || st.st_dev == rootDev_)) subdirs.push_back(idx);
     }
     if (r < 0) return f_.Errno("getdents64", prefix.empty() ? "/" : prefix);
     return true;
   }
 
-  bool Walk(UniqueFd rootFd, uint32_t rootRec) {
+  bool Walk(UniqueFd rootFd) {
     std::vector<Frame> stack;
     {
       Frame fr;
-      if (!ReadDir(rootFd.get(), rootRec, fr.subdirs)) return false;
+      if (!ReadDir(rootFd.get(), 0, fr.subdirs)) return false;
       fr.fd = std::move(rootFd);
       if (!fr.subdirs.empty()) stack.push_back(std::move(fr));
     }
@@ -237,8 +292,8 @@ class Walker {
       UniqueFd dfd(fd);
       struct stat st;
       if (::fstat(fd, &st) != 0) return f_.Errno("fstat", std::string(p));
-      const struct stat& want = out_.recs[idx].st;
-      if (st.st_ino != want.st_ino || st.st_dev != want.st_dev) continue;  // swapped under us: do not descend
+      const CStat& want = out_.recs[idx].st;
+      if (st.st_ino != want.ino || st.st_dev != want.dev) continue;  // swapped under us: do not descend
       Frame fr;
       if (!ReadDir(fd, idx, fr.subdirs)) return false;
       if (!fr.subdirs.empty()) {
@@ -256,15 +311,22 @@ class Walker {
   std::vector<char> dirBuf_;
   std::vector<char> listBuf_;
   std::vector<char> valBuf_;
-  std::string linkBuf_;
+  std::vector<char> linkBuf_;
 };
 
-void SortByPath(ScanResult& r) {
-  const std::string& a = r.arena;
-  std::sort(r.order.begin(), r.order.end(), [&](uint32_t x, uint32_t y) {
-    // std::string_view compares with char_traits<char>::compare = memcmp semantics (unsigned bytes).
-    return View(a, r.recs[x].path) < View(a, r.recs[y].path);
-  });
+void SetOrder(ScanResult& r, bool sort) {
+  size_t n = r.recs.size();
+  r.order.resize(n);
+  if (!sort) {
+    for (size_t i = 0; i < n; i++) r.order[i] = static_cast<uint32_t>(i);
+    return;
+  }
+  // Sort small (key, index) pairs instead of chasing records. string_view compares like memcmp on unsigned
+  // bytes (char_traits<char>), which is the bytewise order promised.
+  std::vector<std::pair<std::string_view, uint32_t>> keys(n);
+  for (size_t i = 0; i < n; i++) keys[i] = {View(r.arena, r.recs[i].path), static_cast<uint32_t>(i)};
+  std::sort(keys.begin(), keys.end());
+  for (size_t i = 0; i < n; i++) r.order[i] = keys[i].second;
 }
 
 ScanOpts ReadScanOpts(Napi::Object o) {
@@ -291,13 +353,14 @@ ScanOpts ReadScanOpts(Napi::Object o) {
   return s;
 }
 
-// Building 100k objects through N-API costs one runtime call per property; V8 builds object literals in JS
-// an order of magnitude faster. So the result crosses as columns (one Float64Array of numbers, the paths and
-// link targets as NUL-joined strings in chunks, xattr objects as [index, object] pairs) and a small fixed JS
-// function assembles the ScanEntry objects. The function is compiled with napi_run_script; V8's compilation
-// cache makes later calls a lookup.
+// The result crosses as columns: one Float64Array of numbers, paths and link targets as NUL-joined strings
+// (in chunks, see ChunkedJoin), xattr objects as [index, object] pairs; this fixed function builds the
+// objects. `s` turns integral values into small integers so V8 keeps the fields unboxed (a Float64Array
+// load is otherwise stored as a heap number, which makes building 100k objects several times slower).
+// Compiled with napi_run_script; V8's compilation cache makes later calls a lookup.
 constexpr const char* kBuildEntries = R"JS((function (count, numsPerEntry, nums, pathChunks, linkChunks, xattrs) {
   'use strict';
+  const s = (v) => ((v | 0) === v ? v | 0 : v);
   const split = (chunks) => {
     let out = [];
     for (const c of chunks) out = out.length === 0 ? c.split('\0') : out.concat(c.split('\0'));
@@ -310,10 +373,10 @@ constexpr const char* kBuildEntries = R"JS((function (count, numsPerEntry, nums,
   for (let i = 0, j = 0; i < count; i++, j += numsPerEntry) {
     const li = nums[j + 15];
     if (li === -2) { res[i] = null; continue; }
-    const e = { path: paths[pi++], mode: nums[j], uid: nums[j + 1], gid: nums[j + 2], size: nums[j + 3],
-      blocks: nums[j + 4], mtimeSec: nums[j + 5], mtimeNsec: nums[j + 6], atimeSec: nums[j + 7],
-      atimeNsec: nums[j + 8], ctimeSec: nums[j + 9], ctimeNsec: nums[j + 10], rdev: nums[j + 11],
-      dev: nums[j + 12], ino: nums[j + 13], nlink: nums[j + 14] };
+    const e = { path: paths[pi++], mode: s(nums[j]), uid: s(nums[j + 1]), gid: s(nums[j + 2]), size: s(nums[j + 3]),
+      blocks: s(nums[j + 4]), mtimeSec: s(nums[j + 5]), mtimeNsec: s(nums[j + 6]), atimeSec: s(nums[j + 7]),
+      atimeNsec: s(nums[j + 8]), ctimeSec: s(nums[j + 9]), ctimeNsec: s(nums[j + 10]), rdev: s(nums[j + 11]),
+      dev: s(nums[j + 12]), ino: s(nums[j + 13]), nlink: s(nums[j + 14]) };
     if (li >= 0) e.linkname = links[li];
     res[i] = e;
   }
@@ -321,18 +384,18 @@ constexpr const char* kBuildEntries = R"JS((function (count, numsPerEntry, nums,
   return res;
 }))JS";
 
-constexpr size_t kNumsPerEntry = 16;         // 15 stat numbers + link index (-1 none, -2 missing entry)
-constexpr size_t kChunkBytes = 64u << 20;    // well under V8's maximum string length
+constexpr size_t kNumsPerEntry = 16;    // 15 stat numbers + link index (-1 none, -2 missing entry)
+constexpr size_t kChunkBytes = 1u << 20;  // per JS string; a chunk with non-ASCII becomes two-byte, so keep it small
 
 void Check(Napi::Env env, napi_status s) {
   if (s != napi_ok) throw Napi::Error::New(env, "failed to build the scan result");
 }
 
-// NUL-joined strings, split into chunks at item boundaries (a chunk never ends in the middle of an item).
+// NUL-joined strings, split into chunks at item boundaries (an item is never cut). Paths cannot contain NUL.
 class ChunkedJoin {
  public:
   void Add(std::string_view s) {
-    if (!cur_.empty() && cur_.size() + s.size() + 1 > kChunkBytes) {
+    if (started_ && cur_.size() + s.size() + 1 > kChunkBytes) {
       chunks_.push_back(std::move(cur_));
       cur_.clear();
       started_ = false;
@@ -341,8 +404,12 @@ class ChunkedJoin {
     cur_.append(s);
     started_ = true;
   }
-  Napi::Array ToJs(Napi::Env env) {
+  void Finish() {
     if (started_) chunks_.push_back(std::move(cur_));
+    cur_.clear();
+    started_ = false;
+  }
+  Napi::Array ToJs(Napi::Env env) const {
     Napi::Array a = Napi::Array::New(env, chunks_.size());
     for (uint32_t i = 0; i < chunks_.size(); i++) {
       napi_value v;
@@ -358,104 +425,191 @@ class ChunkedJoin {
   bool started_ = false;
 };
 
-Napi::Value ConvertScanX(Napi::Env env, ScanResult& r);
-Napi::Value ConvertScan(Napi::Env env, ScanResult& r) {
-  auto t0 = std::chrono::steady_clock::now();
-  struct rusage ru0, ru1; getrusage(RUSAGE_THREAD, &ru0);
-  auto v = ConvertScanX(env, r);
-  getrusage(RUSAGE_THREAD, &ru1);
-  if (getenv("GD_TIMING")) fprintf(stderr, "convert %ld ms cpu %ld ms\n", (long)std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now()-t0).count(), (ru1.ru_utime.tv_sec-ru0.ru_utime.tv_sec)*1000+(ru1.ru_utime.tv_usec-ru0.ru_utime.tv_usec)/1000 + (ru1.ru_stime.tv_sec-ru0.ru_stime.tv_sec)*1000+(ru1.ru_stime.tv_usec-ru0.ru_stime.tv_usec)/1000);
-  return v;
-}
-Napi::Value ConvertScanX(Napi::Env env, ScanResult& r) {
-  size_t count = r.order.size();
-  Napi::Float64Array nums = Napi::Float64Array::New(env, count * kNumsPerEntry);
-  double* d = nums.Data();
+// The result in the columnar form the JS builder takes, prepared on the pool thread so the main thread only
+// creates the strings and runs the builder.
+struct Columns {
+  size_t count = 0;
+  double* nums = nullptr;  // malloc'd; handed to an external ArrayBuffer when possible
   ChunkedJoin paths, links;
-  Napi::Array xattrs = Napi::Array::New(env);
-  uint32_t xn = 0;
+  struct XRef {
+    uint32_t index;  // output position
+    uint32_t begin;  // into ScanResult::xattrs
+    uint32_t count;
+  };
+  std::vector<XRef> xattrs;
+
+  Columns() = default;
+  Columns(const Columns&) = delete;
+  Columns& operator=(const Columns&) = delete;
+  ~Columns() { std::free(nums); }
+};
+
+// Fills `c` from the records in output order, then drops the records (they are no longer needed).
+void BuildColumns(ScanResult& r, Columns& c) {
+  c.count = r.order.size();
+  size_t n = c.count * kNumsPerEntry;
+  if (n > 0) {
+    c.nums = static_cast<double*>(std::malloc(n * sizeof(double)));
+    if (c.nums == nullptr) throw std::bad_alloc();
+  }
   double linkIndex = 0;
-  for (size_t i = 0; i < count; i++) {
-    const Rec& rec = r.recs.at(r.order[i]);
-    double* e = d + i * kNumsPerEntry;
+  for (size_t i = 0; i < c.count; i++) {
+    const Rec& rec = r.recs[r.order[i]];
+    double* e = c.nums + i * kNumsPerEntry;
     if (rec.missing) {
       std::fill(e, e + kNumsPerEntry, 0.0);
       e[15] = -2;
       continue;
     }
-    const struct stat& st = rec.st;
-    e[0] = st.st_mode;
-    e[1] = st.st_uid;
-    e[2] = st.st_gid;
-    e[3] = static_cast<double>(st.st_size);
-    e[4] = static_cast<double>(st.st_blocks);
-    e[5] = static_cast<double>(st.st_mtim.tv_sec);
-    e[6] = static_cast<double>(st.st_mtim.tv_nsec);
-    e[7] = static_cast<double>(st.st_atim.tv_sec);
-    e[8] = static_cast<double>(st.st_atim.tv_nsec);
-    e[9] = static_cast<double>(st.st_ctim.tv_sec);
-    e[10] = static_cast<double>(st.st_ctim.tv_nsec);
-    e[11] = static_cast<double>(st.st_rdev);
-    e[12] = static_cast<double>(st.st_dev);
-    e[13] = static_cast<double>(st.st_ino);
-    e[14] = static_cast<double>(st.st_nlink);
+    const CStat& st = rec.st;
+    e[0] = st.mode;
+    e[1] = st.uid;
+    e[2] = st.gid;
+    e[3] = static_cast<double>(st.size);
+    e[4] = static_cast<double>(st.blocks);
+    e[5] = static_cast<double>(st.mtimeSec);
+    e[6] = st.mtimeNsec;
+    e[7] = static_cast<double>(st.atimeSec);
+    e[8] = st.atimeNsec;
+    e[9] = static_cast<double>(st.ctimeSec);
+    e[10] = st.ctimeNsec;
+    e[11] = static_cast<double>(st.rdev);
+    e[12] = static_cast<double>(st.dev);
+    e[13] = static_cast<double>(st.ino);
+    e[14] = static_cast<double>(st.nlink);
     e[15] = -1;
-    paths.Add(View(r.arena, rec.path));
+    c.paths.Add(View(r.arena, rec.path));
     if (rec.hasLink) {
-      links.Add(View(r.arena, rec.link));
+      c.links.Add(View(r.arena, rec.link));
       e[15] = linkIndex++;
     }
-    if (rec.xattrCount > 0) {
-      Napi::HandleScope scope(env);
-      Napi::Object xo = Napi::Object::New(env);
-      for (uint32_t k = 0; k < rec.xattrCount; k++) {
-        const XattrRec& x = r.xattrs.at(rec.xattrBegin + k);
-        std::string_view val = View(r.arena, x.value);
-        xo.Set(std::string(View(r.arena, x.name)), Napi::Buffer<char>::Copy(env, val.data(), val.size()));
-      }
-      xattrs.Set(xn++, Napi::Number::New(env, static_cast<double>(i)));
-      xattrs.Set(xn++, xo);
+    if (rec.xattrCount > 0) c.xattrs.push_back({static_cast<uint32_t>(i), rec.xattrBegin, rec.xattrCount});
+  }
+  c.paths.Finish();
+  c.links.Finish();
+  r.recs = RecStore();
+  std::vector<uint32_t>().swap(r.order);
+}
+
+Napi::Value ConvertScan(Napi::Env env, ScanResult& r, Columns& c) {
+  size_t bytes = c.count * kNumsPerEntry * sizeof(double);
+  napi_value ab = nullptr;
+  if (bytes > 0 &&
+      napi_create_external_arraybuffer(
+          env, c.nums, bytes, [](napi_env, void* data, void*) { std::free(data); }, nullptr, &ab) == napi_ok) {
+    c.nums = nullptr;  // owned by the ArrayBuffer now
+  } else {
+    // Runtimes that forbid external buffers (or an empty result): copy.
+    void* data = nullptr;
+    Check(env, napi_create_arraybuffer(env, bytes, &data, &ab));
+    if (bytes > 0) std::memcpy(data, c.nums, bytes);
+  }
+  Napi::Float64Array nums = Napi::Float64Array::New(env, c.count * kNumsPerEntry, Napi::ArrayBuffer(env, ab), 0);
+  Napi::Array xattrs = Napi::Array::New(env, c.xattrs.size() * 2);
+  uint32_t xn = 0;
+  for (const Columns::XRef& ref : c.xattrs) {
+    Napi::HandleScope scope(env);
+    Napi::Object xo = Napi::Object::New(env);
+    for (uint32_t k = 0; k < ref.count; k++) {
+      const XattrRec& x = r.xattrs.at(ref.begin + k);
+      std::string_view val = View(r.arena, x.value);
+      xo.Set(std::string(View(r.arena, x.name)), Napi::Buffer<char>::Copy(env, val.data(), val.size()));
     }
+    xattrs.Set(xn++, Napi::Number::New(env, ref.index));
+    xattrs.Set(xn++, xo);
   }
   napi_value src, fn;
   Check(env, napi_create_string_utf8(env, kBuildEntries, NAPI_AUTO_LENGTH, &src));
   Check(env, napi_run_script(env, src, &fn));
   Napi::Function build(env, fn);
-  return build.Call({Napi::Number::New(env, static_cast<double>(count)), Napi::Number::New(env, kNumsPerEntry),
-                     nums, paths.ToJs(env), links.ToJs(env), xattrs});
+  return build.Call({Napi::Number::New(env, static_cast<double>(c.count)), Napi::Number::New(env, kNumsPerEntry),
+                     nums, c.paths.ToJs(env), c.links.ToJs(env), xattrs});
 }
+
+// What the pool thread hands to the main thread.
+struct Prepared {
+  ScanResult result;
+  Columns cols;
+};
+
+Napi::Value ConvertPrepared(Napi::Env env, std::shared_ptr<Prepared>& p) { return ConvertScan(env, p->result, p->cols); }
 
 Napi::Value ScanTree(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string root = ArgPath(info, 0, "root");
   ScanOpts opts = ReadScanOpts(ArgOptObject(info, 1, "opts"));
-  return RunAsync<ScanResult>(
+  // The result is held by pointer so moving it between the pool thread and the convert step is free.
+  return RunAsync<std::shared_ptr<Prepared>>(
       env, "scanTree",
       [root, opts](Failure& f) {
-        auto t0 = std::chrono::steady_clock::now();
-        ScanResult r;
-        r.arena.reserve(1 << 20);
-        Walker w(opts, r, f);
+        auto p = std::make_shared<Prepared>();
+        p->result.arena.reserve(1 << 20);
+        Walker w(opts, p->result, f);
         if (!w.Run(root)) {
           if (!f.failed()) f.Set(EIO, "scanTree", root);
-          return ScanResult();
+          return std::shared_ptr<Prepared>();
         }
-        r.order.resize(r.recs.size());
-        for (size_t i = 0; i < r.order.size(); i++) r.order[i] = static_cast<uint32_t>(i);
-        if (getenv("GD_TIMING")) { struct rusage ru; getrusage(RUSAGE_THREAD, &ru); fprintf(stderr, "thread cpu user %ld ms sys %ld ms\n", ru.ru_utime.tv_sec*1000+ru.ru_utime.tv_usec/1000, ru.ru_stime.tv_sec*1000+ru.ru_stime.tv_usec/1000); }
-        if (getenv("GD_TIMING")) fprintf(stderr, "walk %ld ms\n", (long)std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now()-t0).count());
-        if (opts.sort) SortByPath(r);
-        if (getenv("GD_TIMING")) fprintf(stderr, "sort %ld ms\n", (long)std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now()-t0).count());
-        return r;
+        SetOrder(p->result, opts.sort);
+        BuildColumns(p->result, p->cols);
+        return p;
       },
-      ConvertScan);
+      ConvertPrepared);
 }
 
-// "", "/", "." and runs of them name the root itself.
+// "", "/", "." (and runs of them) name the root itself.
 bool IsRootPath(const std::string& p) {
   for (char c : p)
     if (c != '/' && c != '.') return false;
   return p.find("..") == std::string::npos;
+}
+
+bool LstatOne(int rootFd, const std::string& p, const ScanOpts& opts, ScanResult& r, std::vector<char>& listBuf,
+              std::vector<char>& valBuf, std::vector<char>& linkBuf, Failure& f) {
+  Rec rec;
+  size_t start = p.find_first_not_of('/');
+  std::string_view clean = start == std::string::npos ? std::string_view() : std::string_view(p).substr(start);
+  rec.path.off = r.arena.size();
+  r.arena.push_back('/');
+  r.arena.append(clean);
+  rec.path.len = r.arena.size() - rec.path.off;
+  struct stat st;
+  UniqueFd parent;
+  std::string leaf;
+  int dirFd;
+  if (IsRootPath(p)) {
+    if (::fstat(rootFd, &st) != 0) return f.Errno("fstat", p);
+    dirFd = rootFd;
+  } else {
+    Failure pf;
+    parent.reset(OpenParentBounded(rootFd, p, leaf, pf));
+    if (!parent.valid()) {
+      if (pf.err != ENOENT && pf.err != ENOTDIR) {
+        f = pf;
+        if (f.path.empty()) f.path = p;
+        return false;
+      }
+      rec.missing = true;
+      r.recs.push_back(rec);
+      return true;
+    }
+    dirFd = parent.get();
+    if (::fstatat(dirFd, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno != ENOENT && errno != ENOTDIR) return f.Errno("fstatat", p);
+      rec.missing = true;
+      r.recs.push_back(rec);
+      return true;
+    }
+    if (S_ISLNK(st.st_mode)) {
+      ssize_t n = ReadLink(dirFd, leaf.c_str(), linkBuf);
+      if (n < 0) return f.Errno("readlinkat", p);
+      rec.link = Append(r.arena, std::string_view(linkBuf.data(), static_cast<size_t>(n)));
+      rec.hasLink = true;
+    }
+  }
+  rec.st.From(st);
+  if (opts.xattrs.any() && !ReadXattrs(dirFd, leaf, opts.xattrs, r, rec, listBuf, valBuf, f, p)) return false;
+  r.recs.push_back(rec);
+  return true;
 }
 
 Napi::Value LstatMany(const Napi::CallbackInfo& info) {
@@ -475,68 +629,18 @@ Napi::Value LstatMany(const Napi::CallbackInfo& info) {
   }
   ScanOpts opts = ReadScanOpts(ArgOptObject(info, 2, "opts"));
   int fd = static_cast<int>(rootFd);
-  return RunAsync<ScanResult>(
+  return RunAsync<std::shared_ptr<Prepared>>(
       env, "lstatMany",
       [fd, paths = std::move(paths), opts](Failure& f) {
-        ScanResult r;
-        std::vector<char> listBuf, valBuf;
-        std::string linkBuf;
-        for (const std::string& p : paths) {
-          Rec rec;
-          size_t start = p.find_first_not_of('/');
-          std::string_view clean = start == std::string::npos ? std::string_view() : std::string_view(p).substr(start);
-          rec.path.off = r.arena.size();
-          r.arena.push_back('/');
-          r.arena.append(clean);
-          rec.path.len = r.arena.size() - rec.path.off;
-          UniqueFd parent;
-          std::string leaf;
-          int dirFd;
-          if (IsRootPath(p)) {
-            if (::fstat(fd, &rec.st) != 0) {
-              f.Errno("fstat", p);
-              return ScanResult();
-            }
-            dirFd = fd;
-          } else {
-            Failure pf;
-            parent.reset(OpenParentBounded(fd, p, leaf, pf));
-            if (!parent.valid()) {
-              if (pf.err == ENOENT || pf.err == ENOTDIR) {
-                rec.missing = true;
-                r.recs.push_back(rec);
-                continue;
-              }
-              f = pf;
-              if (f.path.empty()) f.path = p;
-              return ScanResult();
-            }
-            dirFd = parent.get();
-            if (::fstatat(dirFd, leaf.c_str(), &rec.st, AT_SYMLINK_NOFOLLOW) != 0) {
-              if (errno == ENOENT || errno == ENOTDIR) {
-                rec.missing = true;
-                r.recs.push_back(rec);
-                continue;
-              }
-              f.Errno("fstatat", p);
-              return ScanResult();
-            }
-            if (S_ISLNK(rec.st.st_mode)) {
-              if (!ReadLink(dirFd, leaf.c_str(), linkBuf, p, f)) return ScanResult();
-              rec.link = Append(r.arena, linkBuf);
-              rec.hasLink = true;
-            }
-          }
-          if (opts.xattrs.any() &&
-              !ReadXattrs(dirFd, leaf, opts.xattrs, r, rec, listBuf, valBuf, f, p))
-            return ScanResult();
-          r.recs.push_back(rec);
-        }
-        r.order.resize(r.recs.size());
-        for (size_t i = 0; i < r.order.size(); i++) r.order[i] = static_cast<uint32_t>(i);
-        return r;
+        auto p = std::make_shared<Prepared>();
+        std::vector<char> listBuf, valBuf, linkBuf;
+        for (const std::string& path : paths)
+          if (!LstatOne(fd, path, opts, p->result, listBuf, valBuf, linkBuf, f)) return std::shared_ptr<Prepared>();
+        SetOrder(p->result, false);
+        BuildColumns(p->result, p->cols);
+        return p;
       },
-      ConvertScan);
+      ConvertPrepared);
 }
 
 }  // namespace

@@ -42,7 +42,8 @@ class DirReader {
     if (buf_.size() < 32768) buf_.resize(32768);
   }
 
-  // Returns 1 with name/type set, 0 at the end, -1 on error (errno set).
+  // Returns 1 with name/type set, 0 at the end, -1 on error (errno set). `name` points into the buffer and is
+  // NUL-terminated there (usable as a C string until the next call).
   int Next(std::string_view& name, unsigned char& type) {
     for (;;) {
       if (pos_ >= len_) {
@@ -71,6 +72,10 @@ class DirReader {
       pos_ += reclen;
       const char* nm = rec + kNameOff;
       size_t nlen = strnlen(nm, reclen - kNameOff);
+      if (nlen == reclen - kNameOff) {  // not NUL-terminated inside its record
+        errno = EIO;
+        return -1;
+      }
       if (nlen == 0) continue;
       if (nm[0] == '.' && (nlen == 1 || (nlen == 2 && nm[1] == '.'))) continue;
       name = std::string_view(nm, nlen);

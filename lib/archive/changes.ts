@@ -22,6 +22,8 @@ import { WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteo
 
 const fsOpen = promisify(fs.open);
 const fsClose = promisify(fs.close);
+const fsFstat = promisify(fs.fstat);
+const fsRead = promisify(fs.read);
 
 /** The only xattr Docker compares (and carries in diffs). */
 export const CAPABILITY_XATTR = 'security.capability';
@@ -32,10 +34,26 @@ export interface ChangesOptions {
   bindings?: NativeBindings;
 }
 
+/** Options of {@link changesDirs}. */
+export interface ChangesDirsOptions extends ChangesOptions {
+  /**
+   * When two non-directories are equal only by the whole-second mtime rule (same second, one side without
+   * nanoseconds: typically a file from a tar, rewritten within that second with the same size), compare their
+   * content (regular files) or target (symlinks) to decide, as containerd does. Default true. Docker's
+   * ChangesDirs does not, and loses such rewrites (moby #21555, #8242); false gives Docker's exact result.
+   */
+  verifyContent?: boolean;
+}
+
 /** Options of {@link changesUpper}. */
 export interface UpperChangesOptions extends ChangesOptions {
   /** overlay only: the layers use `user.overlay.*` xattrs (overlay mounted with `userxattr`), not `trusted.overlay.*`. */
   userxattr?: boolean;
+  /**
+   * Lower-layer lookups (paths x layers) made in a single round trip, one lstatMany per layer, before switching
+   * to one round per directory depth that asks each layer only about what it can hold (default 20000).
+   */
+  prefetchLookups?: number;
 }
 
 /** Thrown when an upper directory uses overlay features the native algorithm cannot read (redirects, metacopy). */
@@ -47,6 +65,7 @@ export class NativeDiffUnsupportedError extends GraphdriverError {
 
 // ---- small helpers on scan entries and '/'-rooted paths ----
 
+/** A directory (by its real file type, S_IFDIR). */
 export function isDir(e: ScanEntry): boolean {
   return (e.mode & FileType.S_IFMT) === FileType.S_IFDIR;
 }
@@ -101,6 +120,19 @@ export function statDifferent(o: ScanEntry, n: ScanEntry): boolean {
   return o.size !== n.size || !sameFsTime(o.mtimeSec, o.mtimeNsec, n.mtimeSec, n.mtimeNsec);
 }
 
+/** Times that {@link sameFsTime} calls equal only because one side has no nanoseconds. */
+export function ambiguousTimes(o: ScanEntry, n: ScanEntry): boolean {
+  return o.mtimeSec === n.mtimeSec && o.mtimeNsec !== n.mtimeNsec && (o.mtimeNsec === 0 || n.mtimeNsec === 0);
+}
+
+function isRegular(e: ScanEntry): boolean {
+  return (e.mode & FileType.S_IFMT) === FileType.S_IFREG;
+}
+
+function isSymlink(e: ScanEntry): boolean {
+  return (e.mode & FileType.S_IFMT) === FileType.S_IFLNK;
+}
+
 /** Compares one xattr of two entries; absent and empty are the same (as Go's bytes.Equal(nil, []byte{})). */
 function sameXattr(a: ScanEntry, b: ScanEntry, name: string): boolean {
   const x = a.xattrs?.[name];
@@ -123,7 +155,17 @@ function sameXattr(a: ScanEntry, b: ScanEntry, name: string): boolean {
  * - a directory with any change below it gets a Modify of its own, unless it is itself added or modified.
  * The result is sorted by path.
  */
-export function compareTrees(newEntries: readonly ScanEntry[], oldEntries: readonly ScanEntry[]): Change[] {
+export function compareTrees(
+  newEntries: readonly ScanEntry[],
+  oldEntries: readonly ScanEntry[],
+  opts: {
+    /**
+     * Consulted for non-directories that are equal except for {@link ambiguousTimes}: true makes them Modify
+     * (see {@link ChangesDirsOptions.verifyContent}).
+     */
+    contentDiffers?: (o: ScanEntry, n: ScanEntry) => boolean;
+  } = {},
+): Change[] {
   const oldByPath = new Map<string, ScanEntry>();
   for (const e of oldEntries) oldByPath.set(e.path, e);
   const newByPath = new Map<string, ScanEntry>();
@@ -135,6 +177,7 @@ export function compareTrees(newEntries: readonly ScanEntry[], oldEntries: reado
     const o = oldByPath.get(n.path);
     if (o === undefined) out.set(n.path, ChangeKind.Add);
     else if (statDifferent(o, n) || !sameXattr(o, n, CAPABILITY_XATTR)) out.set(n.path, ChangeKind.Modify);
+    else if (opts.contentDiffers !== undefined && !isDir(n) && ambiguousTimes(o, n) && opts.contentDiffers(o, n)) out.set(n.path, ChangeKind.Modify);
   }
   for (const o of oldEntries) {
     if (o.path === '/' || newByPath.has(o.path)) continue;
@@ -165,17 +208,96 @@ function toSortedList(m: Map<string, ChangeKind>): Change[] {
 }
 
 /**
- * Changes of the tree at `newRoot` relative to `oldRoot` (Docker's ChangesDirs); with `oldRoot` null every entry
- * is an Add. One scanTree per tree (security.capability read with it).
+ * Changes of the tree at `newRoot` relative to `oldRoot` (Docker's ChangesDirs, see {@link compareTrees}); with
+ * `oldRoot` null every entry is an Add. One scanTree per tree (security.capability read with it); file content
+ * is only read for the ambiguous-mtime case of {@link ChangesDirsOptions.verifyContent}.
  */
-export async function changesDirs(newRoot: string, oldRoot: string | null, opts: ChangesOptions = {}): Promise<Change[]> {
+export async function changesDirs(newRoot: string, oldRoot: string | null, opts: ChangesDirsOptions = {}): Promise<Change[]> {
   const b = opts.bindings ?? loadBindings();
   const scan = { xattrs: [CAPABILITY_XATTR] };
   const [newEntries, oldEntries] = await Promise.all([
     b.scanTree(newRoot, scan),
     oldRoot === null ? Promise.resolve<ScanEntry[]>([]) : b.scanTree(oldRoot, scan),
   ]);
-  return compareTrees(newEntries, oldEntries);
+  if (oldRoot === null || opts.verifyContent === false) return compareTrees(newEntries, oldEntries);
+
+  // Regular files whose times are ambiguous get their content compared (rare: a tar-applied parent rewritten
+  // within the same second); symlinks compare their targets, already in the scan.
+  const oldByPath = new Map<string, ScanEntry>();
+  for (const e of oldEntries) oldByPath.set(e.path, e);
+  const suspects: string[] = [];
+  for (const n of newEntries) {
+    const o = oldByPath.get(n.path);
+    if (o === undefined || !isRegular(n) || n.size === 0 || statDifferent(o, n) || !ambiguousTimes(o, n)) continue;
+    if (sameXattr(o, n, CAPABILITY_XATTR)) suspects.push(n.path);
+  }
+  const differing = suspects.length === 0 ? new Set<string>() : await differingContents(b, newRoot, oldRoot, suspects);
+  return compareTrees(newEntries, oldEntries, {
+    contentDiffers: (o, n) => (isSymlink(n) ? o.linkname !== n.linkname : differing.has(n.path)),
+  });
+}
+
+/** Files compared at once, and the chunk they are compared by. */
+const COMPARE_PARALLEL = 8;
+const COMPARE_CHUNK = 256 << 10;
+
+/**
+ * The paths (regular files of equal size in both trees) whose content differs. Files are opened bounded to
+ * their root without following symlinks; anything that cannot be compared (gone, no longer a regular file)
+ * counts as different.
+ */
+async function differingContents(b: NativeBindings, newRoot: string, oldRoot: string, paths: readonly string[]): Promise<Set<string>> {
+  const out = new Set<string>();
+  const flags = OpenFlags.O_RDONLY | OpenFlags.O_NOFOLLOW | OpenFlags.O_NONBLOCK | OpenFlags.O_NOCTTY;
+  const openFile = async (root: string, p: string): Promise<number | null> => {
+    let fd: number;
+    try {
+      fd = await b.openBounded(root, rel(p), { flags });
+    } catch {
+      return null;
+    }
+    const st = await fsFstat(fd).catch(() => null);
+    if (st === null || !st.isFile()) {
+      await fsClose(fd).catch(() => undefined);
+      return null;
+    }
+    return fd;
+  };
+  const same = async (p: string): Promise<boolean> => {
+    const [x, y] = await Promise.all([openFile(newRoot, p), openFile(oldRoot, p)]);
+    try {
+      if (x === null || y === null) return false;
+      const bx = Buffer.allocUnsafe(COMPARE_CHUNK);
+      const by = Buffer.allocUnsafe(COMPARE_CHUNK);
+      for (let pos = 0; ; pos += COMPARE_CHUNK) {
+        const [rx, ry] = await Promise.all([readFull(x, bx, pos), readFull(y, by, pos)]);
+        if (rx !== ry || bx.compare(by, 0, ry, 0, rx) !== 0) return false;
+        if (rx < COMPARE_CHUNK) return true;
+      }
+    } finally {
+      await Promise.all([x, y].map((fd) => (fd === null ? undefined : fsClose(fd).catch(() => undefined))));
+    }
+  };
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < paths.length) {
+      const p = paths[next++]!;
+      if (!(await same(p))) out.add(p);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(COMPARE_PARALLEL, paths.length) }, worker));
+  return out;
+}
+
+/** Reads up to buf.length bytes at `pos` (fewer only at end of file). */
+async function readFull(fd: number, buf: Buffer, pos: number): Promise<number> {
+  let off = 0;
+  while (off < buf.length) {
+    const { bytesRead } = await fsRead(fd, buf, off, buf.length - off, pos + off);
+    if (bytesRead === 0) break;
+    off += bytesRead;
+  }
+  return off;
 }
 
 // ---- native changes over an upper/diff directory ----
@@ -187,6 +309,9 @@ interface LowerLookup {
   /** For a directory: the layers (indices, nearest first) merged into it, i.e. where its children can be. */
   layers: number[];
 }
+
+/** Default of {@link UpperChangesOptions.prefetchLookups}. */
+const PREFETCH_LOOKUPS = 20_000;
 
 /** Paths are passed to lstatMany relative to each layer root. */
 function rel(p: string): string {
@@ -209,19 +334,18 @@ class LowerView {
     private readonly fds: readonly number[],
     private readonly format: 'overlay' | 'aufs',
     private readonly opaqueXattr: string,
+    private readonly prefetch: number,
   ) {}
 
-  static async open(b: NativeBindings, dirs: readonly string[], format: 'overlay' | 'aufs', opaqueXattr: string): Promise<LowerView> {
-    const fds: number[] = [];
-    try {
-      for (const d of dirs) fds.push(await fsOpen(d, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY));
-    } catch (e) {
+  static async open(b: NativeBindings, dirs: readonly string[], format: 'overlay' | 'aufs', opaqueXattr: string, prefetch: number): Promise<LowerView> {
+    const opened = await Promise.allSettled(dirs.map((d) => fsOpen(d, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)));
+    const fds = opened.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed !== undefined) {
       await Promise.all(fds.map((fd) => fsClose(fd).catch(() => undefined)));
-      throw e;
+      throw failed.reason;
     }
-    const view = new LowerView(b, dirs, fds, format, opaqueXattr);
-    await view.resolveRoot();
-    return view;
+    return new LowerView(b, dirs, fds, format, opaqueXattr, prefetch);
   }
 
   async close(): Promise<void> {
@@ -234,22 +358,29 @@ class LowerView {
     return r;
   }
 
-  /** The root is merged from every layer down to the first one whose root is opaque. */
-  private async resolveRoot(): Promise<void> {
-    const probe = this.format === 'overlay' ? '' : WHITEOUT_OPAQUE;
-    const opts = this.format === 'overlay' ? { xattrs: [this.opaqueXattr] } : undefined;
-    const res = await Promise.all(this.fds.map((fd) => this.b.lstatMany(fd, [probe], opts)));
-    const layers: number[] = [];
-    for (let j = 0; j < res.length; j++) {
-      layers.push(j);
-      const st = res[j]![0] ?? null;
-      const opaque = this.format === 'overlay' ? isOpaqueValue(st?.xattrs?.[this.opaqueXattr]) : st !== null;
-      if (opaque) break;
-    }
-    this.found.set('/', { entry: null, layers });
+  /** What is asked of a layer about `p`: the path itself, and for aufs its whiteout and opaque marker. */
+  private probes(p: string): string[] {
+    if (p === '/') return [this.format === 'overlay' ? '' : WHITEOUT_OPAQUE];
+    if (this.format === 'overlay') return [rel(p)];
+    return [rel(p), rel(joinChild(parentPath(p), WHITEOUT_PREFIX + baseName(p))), rel(joinChild(p, WHITEOUT_OPAQUE))];
   }
 
-  /** Resolves `paths` ('/'-rooted) and all their ancestors. */
+  /** One lstatMany per layer (concurrently), answers indexed by the query path. */
+  private async ask(queries: string[][]): Promise<Array<Map<string, ScanEntry | null>>> {
+    const opts = this.format === 'overlay' ? { xattrs: [this.opaqueXattr] } : undefined;
+    const answers = await Promise.all(queries.map((q, j) => (q.length === 0 ? Promise.resolve([]) : this.b.lstatMany(this.fds[j]!, q, opts))));
+    return answers.map((a, j) => {
+      const m = new Map<string, ScanEntry | null>();
+      queries[j]!.forEach((q, i) => m.set(q, a[i] ?? null));
+      return m;
+    });
+  }
+
+  /**
+   * Resolves `paths` ('/'-rooted) and all their ancestors. When the lookups are few (paths x layers within
+   * {@link UpperChangesOptions.prefetchLookups}), every layer is asked about every path in one round trip and the merge is worked
+   * out in memory; otherwise one round per depth level asks each layer only about paths whose parent it holds.
+   */
   async resolve(paths: Iterable<string>): Promise<void> {
     const byDepth: string[][] = [];
     const want = new Set<string>();
@@ -260,62 +391,65 @@ class LowerView {
         (byDepth[depth] ??= []).push(a);
       }
     }
-    for (const level of byDepth) if (level !== undefined && level.length > 0) await this.resolveLevel(level);
+    const needRoot = !this.found.has('/');
+    if (want.size === 0 && !needRoot) return;
+    const n = this.fds.length;
+    let pre: Array<Map<string, ScanEntry | null>> | null = null;
+    if ((want.size + 1) * n <= this.prefetch) {
+      const all = [...(needRoot ? this.probes('/') : []), ...[...want].flatMap((p) => this.probes(p))];
+      pre = await this.ask(Array.from({ length: n }, () => all));
+    }
+    if (needRoot) this.resolveRoot(pre ?? (await this.ask(Array.from({ length: n }, () => this.probes('/')))));
+    for (const level of byDepth) {
+      if (level === undefined || level.length === 0) continue;
+      let at = pre;
+      if (at === null) {
+        const queries: string[][] = Array.from({ length: n }, () => []);
+        for (const p of level) for (const j of this.get(parentPath(p)).layers) queries[j]!.push(...this.probes(p));
+        at = await this.ask(queries);
+      }
+      for (const p of level) this.resolveOne(p, at);
+    }
   }
 
-  /** One depth level: every parent is already resolved, so each layer is asked only about what it can hold. */
-  private async resolveLevel(level: string[]): Promise<void> {
-    const n = this.fds.length;
-    const queries: string[][] = Array.from({ length: n }, () => []);
-    for (const p of level) {
-      for (const j of this.get(parentPath(p)).layers) {
-        const q = queries[j]!;
-        q.push(rel(p));
-        if (this.format === 'aufs') {
-          q.push(rel(joinChild(parentPath(p), WHITEOUT_PREFIX + baseName(p))));
-          q.push(rel(joinChild(p, WHITEOUT_OPAQUE)));
-        }
-      }
+  /** The root is merged from every layer down to the first one whose root is opaque. */
+  private resolveRoot(at: Array<Map<string, ScanEntry | null>>): void {
+    const probe = this.probes('/')[0]!;
+    const layers: number[] = [];
+    for (let j = 0; j < at.length; j++) {
+      layers.push(j);
+      const st = at[j]!.get(probe) ?? null;
+      const opaque = this.format === 'overlay' ? isOpaqueValue(st?.xattrs?.[this.opaqueXattr]) : st !== null;
+      if (opaque) break;
     }
-    const opts = this.format === 'overlay' ? { xattrs: [this.opaqueXattr] } : undefined;
-    const answers = await Promise.all(queries.map((q, j) => (q.length === 0 ? Promise.resolve([]) : this.b.lstatMany(this.fds[j]!, q, opts))));
-    // Index the answers per layer by the query path.
-    const at: Array<Map<string, ScanEntry | null>> = answers.map((a, j) => {
-      const m = new Map<string, ScanEntry | null>();
-      queries[j]!.forEach((q, i) => m.set(q, a[i] ?? null));
-      return m;
-    });
+    this.found.set('/', { entry: null, layers });
+  }
 
-    for (const p of level) {
-      // undefined: not seen yet; null: whited out before any layer showed it.
-      let entry: ScanEntry | null | undefined;
-      const layers: number[] = [];
-      for (const j of this.get(parentPath(p)).layers) {
-        const st = at[j]!.get(rel(p)) ?? null;
-        const whiteout =
-          this.format === 'aufs'
-            ? (at[j]!.get(rel(joinChild(parentPath(p), WHITEOUT_PREFIX + baseName(p)))) ?? null) !== null
-            : st !== null && isOverlayWhiteout(st);
-        if (st !== null && !(this.format === 'overlay' && whiteout)) {
-          if (entry === undefined) entry = st;
-          // A non-directory ends the path's merge (and below a directory, hides the deeper layers). `entry` is
-          // not null here: a whiteout ends the loop.
-          if (!isDir(st) || !isDir(entry as ScanEntry)) break;
-          layers.push(j);
-          const opaque =
-            this.format === 'overlay'
-              ? isOpaqueValue(st.xattrs?.[this.opaqueXattr])
-              : (at[j]!.get(rel(joinChild(p, WHITEOUT_OPAQUE))) ?? null) !== null;
-          if (opaque) break;
-          continue;
-        }
-        if (whiteout) {
-          if (entry === undefined) entry = null;
-          break;
-        }
+  /** Works out one path from the layers' answers; its parent is already resolved. */
+  private resolveOne(p: string, at: Array<Map<string, ScanEntry | null>>): void {
+    const [self, whiteoutName, opaqueName] = this.probes(p);
+    // undefined: not seen yet; null: whited out before any layer showed it.
+    let entry: ScanEntry | null | undefined;
+    const layers: number[] = [];
+    for (const j of this.get(parentPath(p)).layers) {
+      const st = at[j]!.get(self!) ?? null;
+      const whiteout = this.format === 'aufs' ? (at[j]!.get(whiteoutName!) ?? null) !== null : st !== null && isOverlayWhiteout(st);
+      if (st !== null && !(this.format === 'overlay' && whiteout)) {
+        if (entry === undefined) entry = st;
+        // A non-directory ends the path's merge (and below a directory, hides the deeper layers). `entry` is
+        // not null here: a whiteout ends the loop.
+        if (!isDir(st) || !isDir(entry as ScanEntry)) break;
+        layers.push(j);
+        const opaque = this.format === 'overlay' ? isOpaqueValue(st.xattrs?.[this.opaqueXattr]) : (at[j]!.get(opaqueName!) ?? null) !== null;
+        if (opaque) break;
+        continue;
       }
-      this.found.set(p, { entry: entry ?? null, layers: entry !== null && entry !== undefined && isDir(entry) ? layers : [] });
+      if (whiteout) {
+        if (entry === undefined) entry = null;
+        break;
+      }
     }
+    this.found.set(p, { entry: entry ?? null, layers: entry !== null && entry !== undefined && isDir(entry) ? layers : [] });
   }
 
   /** Names in the directory `p` of each merged layer (one directory read per layer, bounded, no symlinks). */
@@ -365,8 +499,33 @@ export async function changesUpper(
   const prefix = opts.userxattr ? 'user.overlay.' : 'trusted.overlay.';
   const opaqueXattr = `${prefix}opaque`;
   const unsupported = [`${prefix}redirect`, `${prefix}metacopy`];
-  const entries = await b.scanTree(upperDir, format === 'overlay' ? { xattrs: [opaqueXattr, ...unsupported] } : {});
+  // The upper scan and the opening of the lower layers do not depend on each other.
+  const [scanned, opened] = await Promise.allSettled([
+    b.scanTree(upperDir, format === 'overlay' ? { xattrs: [opaqueXattr, ...unsupported] } : {}),
+    LowerView.open(b, lowerDirs, format, opaqueXattr, opts.prefetchLookups ?? PREFETCH_LOOKUPS),
+  ]);
+  if (scanned.status === 'rejected' || opened.status === 'rejected') {
+    if (opened.status === 'fulfilled') await opened.value.close();
+    throw scanned.status === 'rejected' ? scanned.reason : (opened as PromiseRejectedResult).reason;
+  }
+  const entries = scanned.value;
+  const view = opened.value;
+  try {
+    return await upperChanges(entries, view, format, opaqueXattr, unsupported, upperDir);
+  } finally {
+    await view.close();
+  }
+}
 
+/** The body of {@link changesUpper}, once the upper dir is scanned and the lower layers are open. */
+async function upperChanges(
+  entries: readonly ScanEntry[],
+  view: LowerView,
+  format: 'overlay' | 'aufs',
+  opaqueXattr: string,
+  unsupported: readonly string[],
+  upperDir: string,
+): Promise<Change[]> {
   const visible = new Map<string, ScanEntry>();
   const deletes: string[] = [];
   const opaqueDirs: string[] = [];
@@ -420,55 +579,50 @@ export async function changesUpper(
     note(dir, name);
   }
 
-  const view = await LowerView.open(b, lowerDirs, format, opaqueXattr);
-  try {
-    await view.resolve(visible.keys());
-    const out = new Map<string, ChangeKind>();
-    const changedDirs = new Set<string>();
-    for (const [p, e] of visible) {
-      const lower = view.get(p).entry;
-      if (lower === null) {
-        out.set(p, ChangeKind.Add);
-      } else if (
-        isDir(e) &&
-        isDir(lower) &&
-        e.size === lower.size &&
-        e.mode === lower.mode &&
-        sameFsTime(e.mtimeSec, e.mtimeNsec, lower.mtimeSec, lower.mtimeNsec)
-      ) {
-        continue; // copied up only because something below it changed
-      } else {
-        out.set(p, ChangeKind.Modify);
-      }
-      if (isDir(e)) changedDirs.add(p);
+  await view.resolve(visible.keys());
+  const out = new Map<string, ChangeKind>();
+  const changedDirs = new Set<string>();
+  for (const [p, e] of visible) {
+    const lower = view.get(p).entry;
+    if (lower === null) {
+      out.set(p, ChangeKind.Add);
+    } else if (
+      isDir(e) &&
+      isDir(lower) &&
+      e.size === lower.size &&
+      e.mode === lower.mode &&
+      sameFsTime(e.mtimeSec, e.mtimeNsec, lower.mtimeSec, lower.mtimeNsec)
+    ) {
+      continue; // copied up only because something below it changed
+    } else {
+      out.set(p, ChangeKind.Modify);
     }
-    for (const d of deletes) if (!out.has(d)) out.set(d, ChangeKind.Delete);
-
-    for (const d of opaqueDirs) {
-      const lower = view.get(d);
-      if (lower.layers.length === 0) continue; // nothing below to hide (a new directory, or over a non-directory)
-      const upperNames = namesIn.get(d) ?? new Set<string>();
-      const hidden: string[] = [];
-      for (const name of await view.listNames(d)) {
-        if (upperNames.has(name)) continue;
-        if (format === 'aufs' && name.startsWith(WHITEOUT_PREFIX)) continue;
-        hidden.push(joinChild(d, name));
-      }
-      await view.resolve(hidden);
-      for (const h of hidden) if (view.get(h).entry !== null && !out.has(h)) out.set(h, ChangeKind.Delete);
-    }
-
-    for (const [p, kind] of [...out]) {
-      if (kind === ChangeKind.Modify) continue;
-      const parent = parentPath(p);
-      if (parent === '/' || changedDirs.has(parent)) continue;
-      out.set(parent, ChangeKind.Modify);
-      changedDirs.add(parent);
-    }
-    return toSortedList(out);
-  } finally {
-    await view.close();
+    if (isDir(e)) changedDirs.add(p);
   }
+  for (const d of deletes) if (!out.has(d)) out.set(d, ChangeKind.Delete);
+
+  for (const d of opaqueDirs) {
+    const lower = view.get(d);
+    if (lower.layers.length === 0) continue; // nothing below to hide (a new directory, or over a non-directory)
+    const upperNames = namesIn.get(d) ?? new Set<string>();
+    const hidden: string[] = [];
+    for (const name of await view.listNames(d)) {
+      if (upperNames.has(name)) continue;
+      if (format === 'aufs' && name.startsWith(WHITEOUT_PREFIX)) continue;
+      hidden.push(joinChild(d, name));
+    }
+    await view.resolve(hidden);
+    for (const h of hidden) if (view.get(h).entry !== null && !out.has(h)) out.set(h, ChangeKind.Delete);
+  }
+
+  for (const [p, kind] of [...out]) {
+    if (kind === ChangeKind.Modify) continue;
+    const parent = parentPath(p);
+    if (parent === '/' || changedDirs.has(parent)) continue;
+    out.set(parent, ChangeKind.Modify);
+    changedDirs.add(parent);
+  }
+  return toSortedList(out);
 }
 
 // ---- size ----

@@ -245,25 +245,37 @@ class ContentReader {
     return buf;
   }
 
-  /** Exactly `size` bytes of the file in chunks: truncated if it grew, zero-padded if it shrank. */
+  /**
+   * Exactly `size` bytes of the file in chunks: truncated if it grew, zero-padded if it shrank. The next chunk
+   * is read while the consumer handles the current one (two chunks in memory at most).
+   */
   async *readLarge(p: string, size: number): AsyncGenerator<Buffer> {
     const fd = await this.open(p);
     let off = 0;
+    const readAt = async (pos: number): Promise<Buffer> => {
+      const want = Math.min(CHUNK, size - pos);
+      const buf = Buffer.allocUnsafe(want);
+      const { bytesRead } = await fsRead(fd!, buf, 0, want, pos);
+      return bytesRead === want ? buf : buf.subarray(0, bytesRead);
+    };
+    let next: Promise<Buffer> | null = null;
     try {
       if (fd !== null) {
+        next = readAt(0);
         while (off < size) {
-          const want = Math.min(CHUNK, size - off);
-          const buf = Buffer.allocUnsafe(want);
-          const { bytesRead } = await fsRead(fd, buf, 0, want, off);
-          if (bytesRead === 0) {
+          const chunk: Buffer = await (next as Promise<Buffer>);
+          next = null;
+          if (chunk.length === 0) {
             this.short(p, off, size);
             break;
           }
-          off += bytesRead;
-          yield bytesRead === want ? buf : buf.subarray(0, bytesRead);
+          off += chunk.length;
+          if (off < size) next = readAt(off);
+          yield chunk;
         }
       }
     } finally {
+      if (next !== null) await next.catch(() => undefined);
       if (fd !== null) await fsClose(fd);
     }
     while (off < size) {

@@ -41,8 +41,12 @@ async function releasing<T>(fn: () => Promise<T>, release: () => Promise<void>):
   return result;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/** Resolves once the wall clock has passed the second in which `startMs` lies (timers may fire a little early). */
+async function untilNextSecond(startMs: number): Promise<void> {
+  const boundary = Math.floor(startMs / 1000) * 1000 + 1000;
+  for (let now = Date.now(); now < boundary; now = Date.now()) {
+    await new Promise((resolve) => setTimeout(resolve, boundary - now));
+  }
 }
 
 /**
@@ -83,7 +87,7 @@ class ReleasingReadable extends Readable {
         if (r.done) {
           await this.release();
           await this.beforeEnd();
-          this.push(null);
+          if (!this.destroyed) this.push(null);
           return;
         }
         if (!this.push(r.value)) return;
@@ -193,7 +197,7 @@ export class NaiveDiffDriver implements Driver {
       const out = new ReleasingReadable(
         tar,
         () => this.proto.put(id),
-        () => (this.secondBoundary ? sleep(Math.max(0, Math.floor(started / 1000) * 1000 + 1000 - Date.now())) : Promise.resolve()),
+        () => (this.secondBoundary ? untilNextSecond(started) : Promise.resolve()),
       );
       handedOver = true;
       return out;

@@ -83,6 +83,10 @@ export const signatures: { readonly [K in keyof NativeBindings]: Signature } = {
   mountFrom: {
     args: [['dir', 'path'], ['source', 'string'], ['target', 'path'], ['fstype', 'string?'], ['flags', 'uint'], ['data', 'string?']],
   },
+  getProjectId: { args: [['path', 'path']] },
+  setProjectId: { args: [['path', 'path'], ['projectId', 'uint']] },
+  setProjectQuota: { args: [['device', 'path'], ['projectId', 'uint'], ['bytes', 'uint']] },
+  getProjectQuota: { args: [['device', 'path'], ['projectId', 'uint']] },
 
   loopGetFree: { args: [] },
   loopAttach: {

@@ -311,6 +311,16 @@ export interface NativeBindings {
    */
   mountFrom(dir: string, source: string, target: string, fstype: string | null, flags: number, data: string | null): Promise<void>;
 
+  // ---- project quotas (xfs pquota; native/quota.cc) ----
+  /** FS_IOC_FSGETXATTR: the project id of directory `path`. */
+  getProjectId(path: string): Promise<number>;
+  /** FS_IOC_FSSETXATTR: sets the project id of directory `path` and FS_XFLAG_PROJINHERIT (new entries inherit it). */
+  setProjectId(path: string, projectId: number): Promise<void>;
+  /** quotactl(Q_XSETQLIM, PRJQUOTA) on the block device node `device`: hard and soft block limit in bytes (0 = none). */
+  setProjectQuota(device: string, projectId: number, bytes: number): Promise<void>;
+  /** quotactl(Q_XGETQUOTA, PRJQUOTA): the project's hard limit and usage, in bytes. */
+  getProjectQuota(device: string, projectId: number): Promise<{ hardLimit: number; used: number }>;
+
   // ---- loop devices ----
   /** LOOP_CTL_GET_FREE: index of a free loop device (creating one if needed). */
   loopGetFree(): Promise<number>;

@@ -45,6 +45,10 @@ export interface ConformanceOptions {
   diffApplyFiles?: number;
   /** When not null, the whole suite is skipped and this reason printed. */
   skip?: string | null;
+  /** Directory in which each test makes its temp root (default: the OS temp dir), e.g. a mounted test filesystem. */
+  tmpBase?: () => string;
+  /** Extra words for the suite title (e.g. the backing filesystem). */
+  label?: string;
 }
 
 const isRoot = process.geteuid?.() === 0;
@@ -73,7 +77,7 @@ async function rejectsWithCode(p: Promise<unknown>, code: string): Promise<Error
 
 /** Registers the conformance tests for one driver. `makeDriver(home)` opens the driver at `home` (may be called twice per test, for restarts). */
 export function runDriverConformance(name: string, makeDriver: (home: string) => Promise<Driver>, opts: ConformanceOptions): void {
-  const title = `${name} driver conformance`;
+  const title = `${name} driver conformance${opts.label ? ` (${opts.label})` : ''}`;
   if (opts.skip) {
     describe(title, () => {
       // eslint-disable-next-line no-console
@@ -84,10 +88,12 @@ export function runDriverConformance(name: string, makeDriver: (home: string) =>
   }
 
   describe(title, () => {
-    let root: string;
+    // Deep chains, 32-way concurrency and second-boundary waits after diffs take longer than jest's default.
+    jest.setTimeout(600_000);
+    let root = '';
     let home: string;
     let driver: Driver;
-    let drivers: Driver[];
+    let drivers: Driver[] = [];
 
     /** Opens the driver (again) at the same home, e.g. to simulate a restart. */
     async function open(): Promise<Driver> {
@@ -97,18 +103,20 @@ export function runDriverConformance(name: string, makeDriver: (home: string) =>
     }
 
     beforeEach(async () => {
-      root = makeTmp(`gd-conf-${name}-`);
+      root = opts.tmpBase ? fsSync.mkdtempSync(path.join(opts.tmpBase(), `gd-conf-${name}-`)) : makeTmp(`gd-conf-${name}-`);
       home = path.join(root, name);
       drivers = [];
       driver = await open();
     });
 
     afterEach(async () => {
+      if (root === '') return;
       for (const d of drivers) await d.cleanup().catch(() => undefined);
       // A failed test may leave mounts behind: detach them so the temp dir can go.
       const left = (await mountsUnder(root)).sort((a, b) => b.length - a.length);
       for (const m of left) await loadBindings().umount(m, UmountFlags.MNT_DETACH).catch(() => undefined);
       removeTmp(root);
+      root = '';
     });
 
     // ---- helpers in the spirit of graphtest/testutil.go ----

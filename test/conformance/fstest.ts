@@ -2,10 +2,14 @@
  * Small file-tree toolkit for the driver conformance suite: appliers that change a tree (as containerd's
  * continuity fstest does), deterministic content, and a strict tree comparison.
  */
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 
 import { loadBindings } from '../../lib/native/bindings';
+
+const execFileP = promisify(execFile);
 
 /** One change to a tree rooted at the given directory. */
 export type Applier = (root: string) => Promise<void>;
@@ -42,11 +46,21 @@ export const chown =
   (root) =>
     fs.lchown(at(root, p), uid, gid);
 
-/** rename(2). */
+/**
+ * rename(2); where the kernel refuses with EXDEV (overlayfs without redirect_dir, for a directory coming from a
+ * lower layer) it falls back to copy-and-delete, as mv(1) does.
+ */
 export const rename =
   (from: string, to: string): Applier =>
-  (root) =>
-    fs.rename(at(root, from), at(root, to));
+  async (root) => {
+    try {
+      await fs.rename(at(root, from), at(root, to));
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'EXDEV') throw e;
+      await execFileP('cp', ['-a', '--', at(root, from), at(root, to)]);
+      await fs.rm(at(root, from), { recursive: true, force: true });
+    }
+  };
 
 /** link(2): `to` becomes a hardlink of `from`. */
 export const link =

@@ -137,6 +137,24 @@ describeIf(isRoot ? null : 'needs root (ownership, device nodes, trusted.* xattr
     expect(lst(path.join(root, 's')).isSymbolicLink()).toBe(true);
   });
 
+  it('xattrs op sets attributes on an existing entry, the root included, without following a symlink', async () => {
+    fs.mkdirSync(path.join(root, 'opq'));
+    fs.symlinkSync('opq', path.join(root, 'lnk'));
+    const y = Buffer.from('y');
+    const res = await apply([
+      { op: 'xattrs', path: 'opq', xattrs: { 'trusted.overlay.opaque': y } },
+      { op: 'xattrs', path: '', xattrs: { 'trusted.overlay.opaque': y } },
+      { op: 'xattrs', path: 'lnk', xattrs: { 'trusted.onlink': y } },
+      { op: 'xattrs', path: 'missing', xattrs: { 'trusted.x': y } },
+    ]);
+    [0, 1, 2].forEach((i) => ok(res[i]));
+    expect(res[3]).toMatchObject({ code: 'ENOENT' });
+    expect(await xattr(b, path.join(root, 'opq'), 'trusted.overlay.opaque')).toEqual(y);
+    expect(await xattr(b, root, 'trusted.overlay.opaque')).toEqual(y);
+    expect(await xattr(b, path.join(root, 'lnk'), 'trusted.onlink')).toEqual(y);
+    expect(await xattr(b, path.join(root, 'opq'), 'trusted.onlink')).toBeNull();
+  });
+
   it('applies Docker replace rules: file over dir, dir over file, dir over dir keeps children', async () => {
     fs.mkdirSync(path.join(root, 'a/deep/er'), { recursive: true });
     fs.writeFileSync(path.join(root, 'a/deep/er/f'), 'x');
@@ -186,6 +204,32 @@ describeIf(isRoot ? null : 'needs root (ownership, device nodes, trusted.* xattr
     expect(hs.isSymbolicLink()).toBe(true);
     expect(hs.ino).toBe(lst(path.join(root, 'sym')).ino);
     expect(fs.existsSync(path.join(root, 'hdir'))).toBe(false);
+  });
+
+  it('resolves each entry against the tree as earlier entries of the same batch left it', async () => {
+    const res = await apply([
+      { op: 'create', path: 'e', type: 'dir', mode: 0o755 },
+      { op: 'create', path: 'd', type: 'dir', mode: 0o755 },
+      { op: 'create', path: 'd/x', type: 'file', data: Buffer.from('x') },
+      // d (a dir with a child) becomes a symlink to e: later d/... entries go through the symlink
+      { op: 'create', path: 'd', type: 'symlink', linkname: 'e' },
+      { op: 'create', path: 'd/y', type: 'file', data: Buffer.from('y') },
+      { op: 'create', path: 'a', type: 'dir', mode: 0o755 },
+      { op: 'create', path: 'a/b', type: 'dir', mode: 0o755 },
+      { op: 'create', path: 'a/b/f1', type: 'file', data: Buffer.from('1') },
+      { op: 'remove', path: 'a/b' },
+      { op: 'create', path: 'a/b', type: 'dir', mode: 0o700 },
+      { op: 'create', path: 'a/b/f2', type: 'file', data: Buffer.from('2') },
+      { op: 'whiteout', path: 'a/b' },
+      { op: 'create', path: 'a/b/f3', type: 'file', data: Buffer.from('3') },
+    ]);
+    res.slice(0, 12).forEach(ok);
+    expect(res[12]).toMatchObject({ code: 'ENOTDIR' });
+    expect(fs.readFileSync(path.join(root, 'e/y'), 'utf8')).toBe('y');
+    expect(fs.readlinkSync(path.join(root, 'd'))).toBe('e');
+    expect(fs.readdirSync(path.join(root, 'e'))).toEqual(['y']);
+    expect(lst(path.join(root, 'a/b')).isCharacterDevice()).toBe(true);
+    expect(fs.readdirSync(path.join(root, 'a'))).toEqual(['b']);
   });
 
   it('remove op removes recursively and treats a missing path as success', async () => {

@@ -257,6 +257,51 @@ describe('compareTrees / changesDirs (Docker ChangesDirs rules)', () => {
   });
 });
 
+describe('changesDirs: whole-second mtimes that are only equal by the tar rule (docker#21555)', () => {
+  // The parent came from a tar (no nanoseconds); the child rewrote the file within the same second, same size.
+  function trees(newContent: string, oldContent: string) {
+    const [newDir, oldDir] = mkdirs('new', 'old');
+    fs.writeFileSync(path.join(newDir!, 'hosts'), newContent);
+    fs.writeFileSync(path.join(oldDir!, 'hosts'), oldContent);
+    const oldHosts = ent('/hosts', 'f', { size: oldContent.length, mtimeSec: 1_700_000_000, mtimeNsec: 0 });
+    const oldLink = ent('/lnk', 'l', { linkname: '/a', size: 2, mtimeSec: 1_700_000_000, mtimeNsec: 0 });
+    const b = treeBindings(
+      {
+        [newDir!]: [root(), like(oldHosts, { mtimeNsec: 5 }), like(oldLink, { mtimeNsec: 5, linkname: '/b' })],
+        [oldDir!]: [root(), oldHosts, oldLink],
+      },
+      { openBounded: jest.fn(async (r: string, p: string) => fs.openSync(path.join(r, p), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)) },
+    );
+    return { b, newDir: newDir!, oldDir: oldDir! };
+  }
+
+  it('compares content (and symlink targets) to decide, by default', async () => {
+    const t = trees('mydomain 10.0.0.2', 'mydomain 10.0.0.1');
+    expect(await changesDirs(t.newDir, t.oldDir, { bindings: t.b })).toEqual([C('/hosts'), C('/lnk')]);
+    expect(t.b.openBounded.mock.calls.map((c) => [c[0], c[1]]).sort()).toEqual([
+      [t.newDir, 'hosts'],
+      [t.oldDir, 'hosts'],
+    ]);
+  });
+
+  it('equal content stays unchanged', async () => {
+    const t = trees('mydomain 10.0.0.1', 'mydomain 10.0.0.1');
+    expect(await changesDirs(t.newDir, t.oldDir, { bindings: t.b })).toEqual([C('/lnk')]);
+  });
+
+  it('verifyContent: false is Docker’s exact rule', async () => {
+    const t = trees('mydomain 10.0.0.2', 'mydomain 10.0.0.1');
+    expect(await changesDirs(t.newDir, t.oldDir, { bindings: t.b, verifyContent: false })).toEqual([]);
+    expect(t.b.openBounded).not.toHaveBeenCalled();
+  });
+
+  it('a file that cannot be compared counts as changed', async () => {
+    const t = trees('x', 'x');
+    t.b.openBounded.mockRejectedValue(Object.assign(new Error('ELOOP'), { code: 'ELOOP' }));
+    expect(await changesDirs(t.newDir, t.oldDir, { bindings: t.b })).toEqual([C('/hosts'), C('/lnk')]);
+  });
+});
+
 // ---- Docker's graphtest DriverTestChanges scenario ----
 
 /**
@@ -311,23 +356,23 @@ describe('graphtest DriverTestChanges (20 files)', () => {
     const s = graphtestScenario();
     const [upper, lower] = mkdirs('upper', 'lower');
     const b = treeBindings({ [upper!]: s.overlayUpper, [lower!]: s.base });
-    const got = await changesUpper(upper!, [lower!], 'overlay', { bindings: b });
-    expect(got).toEqual(s.expected);
+    expect(await changesUpper(upper!, [lower!], 'overlay', { bindings: b })).toEqual(s.expected);
+    expect(await changesUpper(upper!, [lower!], 'overlay', { bindings: b, prefetchLookups: 0 })).toEqual(s.expected);
   });
 
   it('aufs branch: the same 21 changes, aufs metadata skipped', async () => {
     const s = graphtestScenario();
     const [upper, lower] = mkdirs('upper', 'lower');
     const b = treeBindings({ [upper!]: s.aufsUpper, [lower!]: s.base });
-    const got = await changesUpper(upper!, [lower!], 'aufs', { bindings: b });
-    expect(got).toEqual(s.expected);
+    expect(await changesUpper(upper!, [lower!], 'aufs', { bindings: b })).toEqual(s.expected);
+    expect(await changesUpper(upper!, [lower!], 'aufs', { bindings: b, prefetchLookups: 0 })).toEqual(s.expected);
   });
 });
 
 // ---- native changes over an upper dir ----
 
 describe('changesUpper (overlay)', () => {
-  async function run(upperTree: ScanEntry[], lowerTrees: ScanEntry[][], opts: { userxattr?: boolean } = {}) {
+  async function run(upperTree: ScanEntry[], lowerTrees: ScanEntry[][], opts: { userxattr?: boolean; prefetchLookups?: number } = {}) {
     const [upper, ...lowers] = mkdirs('upper', ...lowerTrees.map((_, i) => `lower${i}`));
     const trees: Record<string, ScanEntry[]> = { [upper!]: upperTree };
     lowerTrees.forEach((t, i) => (trees[lowers[i]!] = t));
@@ -391,10 +436,17 @@ describe('changesUpper (overlay)', () => {
       ent('/d', 'd'), // merged with the deeper /d
     ];
     const upper = [root(), ent('/a', 'd'), ent('/a/f', 'f'), ent('/b', 'd'), ent('/b/f', 'f'), ent('/c', 'd'), ent('/c/f', 'f'), ent('/d', 'd'), ent('/d/f', 'f'), ent('/e', 'f')];
-    const { changes, b, lowers } = await run(upper, [near, deep]);
     // /b: identical to the nearer opaque /b, reported as the parent of an Add; /d: identical, merged, not reported.
-    expect(changes).toEqual([A('/a'), A('/a/f'), C('/b'), A('/b/f'), C('/c'), A('/c/f'), C('/d/f'), C('/e')]);
-    // Children were only looked up in the layers where their parent directory is merged.
+    const want = [A('/a'), A('/a/f'), C('/b'), A('/b/f'), C('/c'), A('/c/f'), C('/d/f'), C('/e')];
+    // Few lookups: one lstatMany per layer, everything asked at once.
+    const once = await run(upper, [near, deep]);
+    expect(once.changes).toEqual(want);
+    expect(once.b.lstatLog.map((c) => c.dir)).toEqual(once.lowers);
+    // Many lookups: one round per depth; children only looked up in the layers where their parent is merged.
+    fs.rmSync(tmp, { recursive: true, force: true });
+    fs.mkdirSync(tmp);
+    const { changes, b, lowers } = await run(upper, [near, deep], { prefetchLookups: 0 });
+    expect(changes).toEqual(want);
     const askedDeep = b.lstatLog.filter((c) => c.dir === lowers[1]).flatMap((c) => c.paths);
     expect(askedDeep).toEqual(expect.arrayContaining(['d/f', 'b', 'c', 'd', 'e']));
     expect(askedDeep).not.toContain('a/f');
@@ -413,7 +465,11 @@ describe('changesUpper (overlay)', () => {
     const deeper = [root(), ent('/usr', 'd'), ent('/usr/lib', 'd'), ent('/usr/lib/old', 'f'), ent('/usr/lib/b', 'f')];
     const lowWithWh = [...low, whiteout('/usr/lib/gone')];
     const deeperWithGone = [...deeper, ent('/usr/lib/gone', 'f')];
-    const { changes } = await run([root(), like(low[3]!), lib, ent('/usr/lib/b', 'f'), ent('/usr/lib/c', 'f')], [lowWithWh, deeperWithGone]);
+    const upperTree = [root(), like(low[3]!), lib, ent('/usr/lib/b', 'f'), ent('/usr/lib/c', 'f')];
+    const { changes } = await run(upperTree, [lowWithWh, deeperWithGone]);
+    fs.rmSync(tmp, { recursive: true, force: true });
+    fs.mkdirSync(tmp);
+    expect((await run(upperTree, [lowWithWh, deeperWithGone], { prefetchLookups: 0 })).changes).toEqual(changes);
     // a, sub (nearest lower) and old (deeper lower) were visible: Delete; b is replaced (Modify); c is new;
     // 'gone' was already whited out in the nearer lower, so it was not visible and is not reported.
     expect(changes).toEqual([C('/usr/lib'), D('/usr/lib/a'), C('/usr/lib/b'), A('/usr/lib/c'), D('/usr/lib/old'), D('/usr/lib/sub')]);
@@ -477,8 +533,9 @@ describe('changesUpper (aufs)', () => {
       { [upper!]: upperTree, [l0!]: near, [l1!]: deep },
       { openBounded: jest.fn(async (r: string, p: string) => fs.openSync(path.join(r, p), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)) },
     );
-    const got = await changesUpper(upper!, [l0!, l1!], 'aufs', { bindings: b });
-    expect(got).toEqual([C('/a'), D('/a/x'), D('/a/y'), A('/a/z'), D('/gone'), A('/k'), C('/m'), A('/m/q')]);
+    const want = [C('/a'), D('/a/x'), D('/a/y'), A('/a/z'), D('/gone'), A('/k'), C('/m'), A('/m/q')];
+    expect(await changesUpper(upper!, [l0!, l1!], 'aufs', { bindings: b })).toEqual(want);
+    expect(await changesUpper(upper!, [l0!, l1!], 'aufs', { bindings: b, prefetchLookups: 0 })).toEqual(want);
   });
 });
 

@@ -25,8 +25,8 @@ export interface NativeDiffCheck {
 
 /** The mount of a test overlay failed: overlay cannot work on this backing filesystem. */
 export class OverlayMountTestError extends Error {
-  constructor(readonly cause: unknown) {
-    super(`test overlay mount failed: ${cause instanceof Error ? cause.message : String(cause)}`);
+  constructor(cause: unknown) {
+    super(`test overlay mount failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
   }
 }
 

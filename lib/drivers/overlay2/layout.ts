@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 
 import { GraphdriverError } from '../../errors';
+import { MountFlags } from '../../native/constants';
 
 /** Directory of the short symlinks (`l/<link id>` → `../<id>/diff`). */
 export const LINK_DIR = 'l';
@@ -103,6 +104,48 @@ export function formatMountLabel(options: string, mountLabel: string | undefined
   return options === '' ? ctx : `${options},${ctx}`;
 }
 
+/** Generic mount options that are mount(2) flags, not filesystem data: [sets the flag?, flag]. */
+const FLAG_OPTIONS: Readonly<Record<string, readonly [boolean, number]>> = {
+  ro: [true, MountFlags.MS_RDONLY],
+  rw: [false, MountFlags.MS_RDONLY],
+  nosuid: [true, MountFlags.MS_NOSUID],
+  suid: [false, MountFlags.MS_NOSUID],
+  nodev: [true, MountFlags.MS_NODEV],
+  dev: [false, MountFlags.MS_NODEV],
+  noexec: [true, MountFlags.MS_NOEXEC],
+  exec: [false, MountFlags.MS_NOEXEC],
+  sync: [true, MountFlags.MS_SYNCHRONOUS],
+  async: [false, MountFlags.MS_SYNCHRONOUS],
+  dirsync: [true, MountFlags.MS_DIRSYNC],
+  noatime: [true, MountFlags.MS_NOATIME],
+  atime: [false, MountFlags.MS_NOATIME],
+  nodiratime: [true, MountFlags.MS_NODIRATIME],
+  diratime: [false, MountFlags.MS_NODIRATIME],
+  relatime: [true, MountFlags.MS_RELATIME],
+  norelatime: [false, MountFlags.MS_RELATIME],
+  strictatime: [true, MountFlags.MS_STRICTATIME],
+  nostrictatime: [false, MountFlags.MS_STRICTATIME],
+  lazytime: [true, MountFlags.MS_LAZYTIME],
+  nolazytime: [false, MountFlags.MS_LAZYTIME],
+};
+
+/** Splits options into mount(2) flags (`nodev`, `ro`, ...) and filesystem data options, like mount(8) does. */
+export function splitMountFlags(options: readonly string[]): { flags: number; flagOptions: string[]; data: string[] } {
+  let flags = 0;
+  const flagOptions: string[] = [];
+  const data: string[] = [];
+  for (const o of options) {
+    const f = FLAG_OPTIONS[o];
+    if (f === undefined) {
+      data.push(o);
+      continue;
+    }
+    flagOptions.push(o);
+    flags = f[0] ? flags | f[1] : flags & ~f[1];
+  }
+  return { flags, flagOptions, data };
+}
+
 /** Everything needed to build the mount data of one layer. */
 export interface MountDataInput {
   /** Driver home (absolute). */
@@ -127,14 +170,18 @@ export interface MountDataInput {
 export interface MountPlan {
   data: string;
   target: string;
+  /** mount(2) flags from generic options among `extra` (nodev, noexec, ...). */
+  flags: number;
+  /** Those options by name (for mount(8)). */
+  flagOptions: string[];
   /** Set when the paths in `data` and `target` are relative to this directory (the home). */
   from?: string;
 }
 
-function buildData(lowerdir: string, upper: string | null, work: string | null, i: MountDataInput): string {
+function buildData(lowerdir: string, upper: string | null, work: string | null, i: MountDataInput, extra: readonly string[]): string {
   let opts = (i.indexOff ? 'index=off,' : '') + (i.userxattr ? 'userxattr,' : '') + `lowerdir=${lowerdir}`;
   if (upper !== null && work !== null) opts += `,upperdir=${upper},workdir=${work}`;
-  for (const e of i.extra) opts += `,${e}`;
+  for (const e of extra) opts += `,${e}`;
   return formatMountLabel(opts, i.mountLabel);
 }
 
@@ -145,19 +192,20 @@ function buildData(lowerdir: string, upper: string | null, work: string | null, 
  */
 export function planMount(i: MountDataInput): MountPlan {
   const limit = (i.pageSize ?? PAGE_SIZE) - 1;
+  const { flags, flagOptions, data: extra } = splitMountFlags(i.extra);
   const dir = path.join(i.home, i.id);
   const absLowers = i.lowers.map((l) => path.join(i.home, l)).join(':');
   const absDiff = path.join(dir, DIFF_DIR);
   const abs = i.readonly
-    ? buildData(`${absDiff}:${absLowers}`, null, null, i)
-    : buildData(absLowers, absDiff, path.join(dir, WORK_DIR), i);
-  if (Buffer.byteLength(abs) <= limit) return { data: abs, target: path.join(dir, MERGED_DIR) };
+    ? buildData(`${absDiff}:${absLowers}`, null, null, i, extra)
+    : buildData(absLowers, absDiff, path.join(dir, WORK_DIR), i, extra);
+  if (Buffer.byteLength(abs) <= limit) return { data: abs, target: path.join(dir, MERGED_DIR), flags, flagOptions };
 
   const relLowers = i.lowers.join(':');
   const relDiff = `${i.id}/${DIFF_DIR}`;
   const rel = i.readonly
-    ? buildData(`${relDiff}:${relLowers}`, null, null, i)
-    : buildData(relLowers, relDiff, `${i.id}/${WORK_DIR}`, i);
+    ? buildData(`${relDiff}:${relLowers}`, null, null, i, extra)
+    : buildData(relLowers, relDiff, `${i.id}/${WORK_DIR}`, i, extra);
   if (Buffer.byteLength(rel) > limit) throw new MountDataTooLargeError(i.id, Buffer.byteLength(rel));
-  return { data: rel, target: `${i.id}/${MERGED_DIR}`, from: i.home };
+  return { data: rel, target: `${i.id}/${MERGED_DIR}`, from: i.home, flags, flagOptions };
 }

@@ -1,7 +1,8 @@
 /**
  * The vfs driver, as Docker's: every layer is a plain directory `<home>/dir/<id>` holding a full copy of its
  * parent. No mounts, no kernel features: it works anywhere, also without root (for content an unprivileged user
- * may create). Copies share extents (FICLONE) or go through copy_file_range where the filesystem allows.
+ * may create). Copies share extents (FICLONE) or go through copy_file_range where the filesystem allows. On xfs
+ * mounted with pquota, layers may be limited in size (`size` storage option), as with Docker's vfs.
  * @module
  */
 import { randomBytes } from 'node:crypto';
@@ -19,9 +20,11 @@ import { NaiveDiffDriver } from '../naive-diff-driver';
 import { RefCounter } from '../ref-counter';
 import { parseSize, parseStorageOpts } from '../storage-opts';
 import { ParentIndex } from './parents';
+import { VfsQuota } from './quota';
 import { errCode, removeTree } from './remove-tree';
 
-/** Storage options vfs understands, at init (`--storage-opt size=...`) and per layer (`storageOpt.size`). */
+/** Storage options vfs understands, at init (`--storage-opt size=...`, the default for every layer) and per layer
+ *  (`storageOpt.size`); both need project quotas (xfs mounted with pquota). */
 const KNOWN_OPTIONS = ['size'] as const;
 
 /** Prefixes of the driver's own entries in `dir/`; layer ids never start with '.', so they cannot collide. */
@@ -72,6 +75,12 @@ export class VfsProtoDriver implements ProtoDriver {
   private constructor(
     readonly home: string,
     private readonly b: NativeBindings,
+    /** Project quota control (xfs with pquota), null elsewhere. */
+    private readonly quota: VfsQuota | null,
+    /** Why there is no quota control. */
+    private readonly quotaReason: string,
+    /** Default size limit of every layer (`size` init option), 0 = none. */
+    private readonly defaultSize: number,
   ) {
     this.layersDir = path.join(home, 'dir');
     this.parents = new ParentIndex(path.join(home, 'parents'));
@@ -79,30 +88,30 @@ export class VfsProtoDriver implements ProtoDriver {
 
   /**
    * Opens (creating when needed) the driver home: mode 0700, leftovers of interrupted creates and removes
-   * deleted, parent records loaded. `options` are `--storage-opt` strings; vfs knows only `size`, which needs
-   * quotas this driver cannot provide (see {@link VfsProtoDriver.create}).
+   * deleted, parent records loaded, project quotas set up where the home is on xfs with pquota (as Docker).
+   * `options` are `--storage-opt` strings; vfs knows only `size` (default limit of every layer), which needs
+   * those quotas.
    */
   static async open(home: string, options: readonly string[], bindings: NativeBindings): Promise<VfsProtoDriver> {
     if (typeof home !== 'string' || home === '') throw new TypeError('vfs: home must be a non-empty path');
     const opts = parseStorageOpts('vfs', options, KNOWN_OPTIONS);
-    const size = opts.get('size');
+    const sizeOpt = opts.get('size');
+    const defaultSize = sizeOpt === undefined ? 0 : parseSize(sizeOpt, 'vfs option size');
     const absHome = path.resolve(home);
-    if (size !== undefined) {
-      parseSize(size, 'vfs option size');
-      throw VfsProtoDriver.quotaError(absHome);
-    }
     await fs.mkdir(absHome, { recursive: true, mode: 0o700 });
     await fs.chmod(absHome, 0o700);
-    const d = new VfsProtoDriver(absHome, bindings);
+    const layersDir = path.join(absHome, 'dir');
+    const { quota, reason } = await VfsQuota.open(absHome, layersDir, bindings);
+    if (defaultSize > 0 && quota === null) throw VfsProtoDriver.quotaError(reason);
+    const d = new VfsProtoDriver(absHome, bindings, quota, reason, defaultSize);
     await d.removeLeftovers();
     await d.parents.load((id) => isDirectory(d.dir(id)));
     return d;
   }
 
-  private static quotaError(home: string): InvalidOptionError {
+  private static quotaError(reason: string): InvalidOptionError {
     return new InvalidOptionError(
-      `vfs: storage option "size" is not supported for ${home}: per-layer size limits need filesystem project quotas ` +
-        '(xfs mounted with pquota), which this vfs driver does not set up',
+      `vfs: storage option "size" is not supported here: per-layer size limits need xfs project quotas (xfs mounted with pquota); ${reason}`,
     );
   }
 
@@ -150,9 +159,10 @@ export class VfsProtoDriver implements ProtoDriver {
     return this.dirsReady;
   }
 
-  /** Validates per-layer storage options before anything is touched. */
-  private checkStorageOpt(storageOpt: Record<string, string> | undefined): void {
-    if (storageOpt === undefined || storageOpt === null) return;
+  /** Validates per-layer storage options before anything is touched; resolves to the layer's size limit (0 = none). */
+  private layerSize(storageOpt: Record<string, string> | undefined): number {
+    let size = this.defaultSize;
+    if (storageOpt === undefined || storageOpt === null) return size;
     if (typeof storageOpt !== 'object') throw new InvalidOptionError('vfs: storageOpt must be an object');
     for (const [rawKey, value] of Object.entries(storageOpt)) {
       const key = rawKey.toLowerCase();
@@ -160,9 +170,10 @@ export class VfsProtoDriver implements ProtoDriver {
         throw new InvalidOptionError(`vfs: storage option ${JSON.stringify(rawKey)} is not supported (known: ${KNOWN_OPTIONS.join(', ')})`);
       }
       if (typeof value !== 'string') throw new InvalidOptionError('vfs: storage option "size" must be a string');
-      parseSize(value, 'vfs storage option size');
-      throw VfsProtoDriver.quotaError(this.home);
+      size = parseSize(value, 'vfs storage option size');
     }
+    if (size > 0 && this.quota === null) throw VfsProtoDriver.quotaError(this.quotaReason);
+    return size;
   }
 
   create(id: string, parent?: string | null, opts?: CreateOpts): Promise<void> {
@@ -176,12 +187,14 @@ export class VfsProtoDriver implements ProtoDriver {
 
   /**
    * Builds the layer under a temp name (an empty 0755 directory owned by root for a base layer, else a copy of
-   * the parent) and renames it into place, so a failure or crash never leaves a half-made layer behind.
+   * the parent) and renames it into place, so a failure or crash never leaves a half-made layer behind. With a
+   * size limit the layer is built inside a staging directory that carries the project id, so that everything
+   * copied inherits it (and counts against the limit), then moved out.
    */
   private async createLayer(id: string, parentArg: string | null | undefined, opts: CreateOpts | undefined): Promise<void> {
     checkLayerId(id);
     const parent = checkParentId(parentArg);
-    this.checkStorageOpt(opts?.storageOpt);
+    const size = this.layerSize(opts?.storageOpt);
     this.checkOpen();
     await this.locks.run(id, async () => {
       this.checkOpen();
@@ -195,8 +208,13 @@ export class VfsProtoDriver implements ProtoDriver {
         });
       }
       await this.ensureDirs();
-      const tmp = path.join(this.layersDir, `${TMP_PREFIX}${id}-${suffix()}`);
+      const staging = path.join(this.layersDir, `${TMP_PREFIX}${id}-${suffix()}`);
+      const tmp = size > 0 ? path.join(staging, 'root') : staging;
       try {
+        if (size > 0 && this.quota !== null) {
+          await fs.mkdir(staging, { mode: 0o700 });
+          await this.quota.limit(staging, size);
+        }
         if (parent === null) {
           await fs.mkdir(tmp, { mode: 0o755 });
           // mkdir's mode is filtered by the umask, and a set-group-id home would hand down its group.
@@ -208,8 +226,9 @@ export class VfsProtoDriver implements ProtoDriver {
           await this.parents.persist(id, parent);
         }
         await fs.rename(tmp, dest);
+        if (tmp !== staging) await fs.rmdir(staging);
       } catch (e) {
-        await removeTree(tmp).catch(() => undefined);
+        await removeTree(staging).catch(() => undefined);
         if (parent !== null) {
           await this.graph.run('', async () => this.parents.drop(id));
           await this.parents.unpersist(id).catch(() => undefined);
@@ -280,6 +299,18 @@ export class VfsProtoDriver implements ProtoDriver {
     return [];
   }
 
+  /** Whether per-layer size limits work here, and why not. */
+  quotaSupport(): { supported: boolean; reason: string } {
+    return { supported: this.quota !== null, reason: this.quotaReason };
+  }
+
+  /** Size limit and usage of layer `id` in bytes, null when it has no limit. */
+  async quotaUsage(id: string): Promise<{ hardLimit: number; used: number } | null> {
+    if (this.quota === null) return null;
+    if (!(await isDirectory(this.dir(id)))) throw new LayerNotFoundError(id);
+    return this.quota.usage(this.dir(id));
+  }
+
   /** vfs layers have no metadata (null); unknown ids are LayerNotFoundError. */
   async getMetadata(id: string): Promise<Record<string, string> | null> {
     checkLayerId(id);
@@ -307,8 +338,8 @@ export class VfsDriver extends NaiveDiffDriver {
   }
 
   /**
-   * Opens the driver at `home` (`<root>/vfs`). `options` are `--storage-opt` strings (only `size` is known, and
-   * it is refused: no quotas here); any other key is an InvalidOptionError naming it.
+   * Opens the driver at `home` (`<root>/vfs`). `options` are `--storage-opt` strings: only `size` (default limit
+   * of every layer) is known, and it needs xfs project quotas; any other key is an InvalidOptionError naming it.
    */
   static async init(home: string, options: string[] = [], deps: DriverDeps = {}): Promise<VfsDriver> {
     const bindings = deps.bindings ?? loadBindings();
@@ -329,5 +360,15 @@ export class VfsDriver extends NaiveDiffDriver {
   /** The parent layer `id` was created from, as recorded at create (null for base layers). */
   parentOf(id: string): string | null {
     return this.vfs.parentOf(id);
+  }
+
+  /** Whether the `size` storage option works here (xfs with pquota), and why not. */
+  quotaSupport(): { supported: boolean; reason: string } {
+    return this.vfs.quotaSupport();
+  }
+
+  /** Size limit and usage of layer `id` in bytes (null without a limit). */
+  quotaUsage(id: string): Promise<{ hardLimit: number; used: number } | null> {
+    return this.vfs.quotaUsage(id);
   }
 }
