@@ -15,6 +15,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   gd::RegisterApplyEntries(env, exports);
   gd::RegisterScanTree(env, exports);
   gd::RegisterCopyTree(env, exports);
+  gd::RegisterMountApi(env, exports);
+  gd::RegisterQuota(env, exports);
   return exports;
 }
 }  // namespace

@@ -13,4 +13,6 @@ void RegisterFsops(Napi::Env env, Napi::Object exports);
 void RegisterApplyEntries(Napi::Env env, Napi::Object exports);
 void RegisterScanTree(Napi::Env env, Napi::Object exports);
 void RegisterCopyTree(Napi::Env env, Napi::Object exports);
+void RegisterMountApi(Napi::Env env, Napi::Object exports);
+void RegisterQuota(Napi::Env env, Napi::Object exports);
 }  // namespace gd

@@ -7,8 +7,7 @@
 // fs_struct (unshare(CLONE_FS)), fchdir()s into the directory, mounts and exits; the rest of the process never
 // sees a different cwd. This replaces the fork/exec helper Docker uses for the same purpose.
 //
-// Registration (lead): declare `void RegisterMountApi(Napi::Env, Napi::Object)` in modules.h, call it from
-// addon.cc and add native/mount-api.cc to binding.gyp's sources.
+
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mount.h>

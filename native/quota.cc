@@ -2,8 +2,7 @@
 // entries inherit (FS_IOC_FSSETXATTR with FS_XFLAG_PROJINHERIT), and the project gets a block limit
 // (quotactl Q_XSETQLIM on a block device node of the filesystem).
 //
-// Registration (lead): declare `void RegisterQuota(Napi::Env, Napi::Object)` in modules.h, call it from addon.cc
-// and add native/quota.cc to binding.gyp's sources.
+
 #include <fcntl.h>
 #include <linux/dqblk_xfs.h>
 #include <linux/fs.h>

@@ -12,3 +12,4 @@ export { driverPriority, newDriver, registerDriver, registeredDrivers, type NewD
 export { parseBool, parseSize, parseStorageOpts } from './storage-opts';
 export { NaiveDiffDriver, type NaiveDiffOptions } from './naive-diff-driver';
 export { VfsDriver, VfsProtoDriver } from './vfs';
+export { Overlay2Driver, Overlay2ProtoDriver } from './overlay2';
