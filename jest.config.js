@@ -8,15 +8,17 @@ const common = {
 };
 module.exports = {
   reporters: ['default', '<rootDir>/test/support/summary-reporter.js'],
+  // Test files run one at a time: integration suites check the global mount table and loop devices, which a
+  // concurrently running suite would disturb (and CI machines have two cores anyway).
+  maxWorkers: 1,
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'] },
     {
       ...common,
       displayName: 'integration',
       testMatch: ['<rootDir>/test/integration/**/*.test.ts'],
-      // integration tests mount, attach loop devices and format images: give them room and run files serially
+      // integration tests mount, attach loop devices and format images: give them room
       testTimeout: 120000,
-      maxWorkers: 1,
     },
   ],
 };

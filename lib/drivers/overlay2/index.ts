@@ -7,5 +7,8 @@ import { Overlay2Driver } from './overlay2-driver';
 
 registerDriver('overlay2', Overlay2Driver.init);
 
-export { Overlay2Driver, Overlay2ProtoDriver, type Overlay2Deps } from './overlay2-driver';
+export { Overlay2Driver, Overlay2ProtoDriver, type Overlay2Deps, type Overlay2Features } from './overlay2-driver';
 export { generateLinkId, planMount, MaxDepthError, CorruptLayerError, MountDataTooLargeError, type MountPlan } from './layout';
+export { type NativeDiffCheck, type OverlayProbe } from './checks';
+export { ProjectQuota } from './quota';
+export { type MountInfoEntry } from './mountinfo';

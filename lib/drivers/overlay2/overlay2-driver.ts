@@ -247,8 +247,8 @@ class LayerGraph {
   }
 }
 
-/** What init found out, reported by status(). */
-interface Features {
+/** What init found out about the kernel's overlay and the backing filesystem, reported by status(). */
+export interface Overlay2Features {
   backingFs: string;
   backingMagic: number;
   supportsDType: boolean;
@@ -329,7 +329,7 @@ export class Overlay2ProtoDriver implements ProtoDriver {
     /** `home` with symlinks resolved, as the kernel reports mount points. */
     readonly realHome: string,
     private readonly b: NativeBindings,
-    readonly features: Features,
+    readonly features: Overlay2Features,
     private readonly options: Overlay2Options,
     private readonly probe: OverlayProbe,
     private readonly pageSize: number,
@@ -399,7 +399,7 @@ export class Overlay2ProtoDriver implements ProtoDriver {
       const indexOff = await probe.indexParam();
       const { quota, quotaReason } = await Overlay2ProtoDriver.setupQuota(absHome, realHome, backingMagic, backingFs, b, probe);
       if (opts.size > 0 && quota === null) throw new InvalidOptionError(`overlay2: storage option overlay2.size not supported: ${QUOTA_HEAD}; ${quotaReason}`);
-      const features: Features = { backingFs, backingMagic, supportsDType: true, usingMetacopy, nativeDiff, indexOff, userxattr: false, quota, quotaReason };
+      const features: Overlay2Features = { backingFs, backingMagic, supportsDType: true, usingMetacopy, nativeDiff, indexOff, userxattr: false, quota, quotaReason };
       const homeStat = await fs.stat(absHome);
       const isRoot = process.getuid?.() === 0;
       const chownRoot = isRoot && ((homeStat.mode & 0o2000) !== 0 || process.getegid?.() !== 0);

@@ -219,14 +219,13 @@ export class VfsProtoDriver implements ProtoDriver {
           await fs.mkdir(tmp, { mode: 0o755 });
           // mkdir's mode is filtered by the umask, and a set-group-id home would hand down its group.
           await fs.chmod(tmp, 0o755);
-          if (process.getuid?.() === 0) await fs.chown(tmp, 0, 0);
+          if (process.geteuid?.() === 0) await fs.chown(tmp, 0, 0);
           await this.parents.unpersist(id);
         } else {
           await this.b.copyTree(this.dir(parent), tmp, { reflink: true });
           await this.parents.persist(id, parent);
         }
         await fs.rename(tmp, dest);
-        if (tmp !== staging) await fs.rmdir(staging);
       } catch (e) {
         await removeTree(staging).catch(() => undefined);
         if (parent !== null) {
@@ -235,6 +234,8 @@ export class VfsProtoDriver implements ProtoDriver {
         }
         throw e;
       }
+      // The layer is in place; an empty staging directory that cannot go now is removed at the next init.
+      if (tmp !== staging) await fs.rmdir(staging).catch(() => undefined);
     });
   }
 
