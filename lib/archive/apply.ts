@@ -70,8 +70,44 @@ const BATCH_ENTRIES = 512;
 const BATCH_BYTES = 8 << 20;
 const ZERO_BLOCK = Buffer.alloc(4096);
 
-/** errnos that mean the archive asked for something impossible or hostile, rather than a system failure. */
-const ARCHIVE_ERRNOS = new Set(['EXDEV', 'ELOOP', 'ENOTDIR', 'EISDIR', 'EEXIST', 'ENOENT', 'EPERM', 'EINVAL', 'ENAMETOOLONG', 'ENOTEMPTY', 'EMLINK']);
+/**
+ * errnos that mean the archive asked for something impossible or hostile, rather than a system failure.
+ * ERANGE/E2BIG: an xattr name or value beyond the kernel's limits; EFBIG/EOVERFLOW: sizes or numbers the file
+ * system cannot represent.
+ */
+const ARCHIVE_ERRNOS = new Set([
+  'EXDEV',
+  'ELOOP',
+  'ENOTDIR',
+  'EISDIR',
+  'EEXIST',
+  'ENOENT',
+  'EPERM',
+  'EINVAL',
+  'ENAMETOOLONG',
+  'ENOTEMPTY',
+  'EMLINK',
+  'ERANGE',
+  'E2BIG',
+  'EFBIG',
+  'EOVERFLOW',
+]);
+
+/** Largest uid/gid the kernel accepts ((uid_t)-1 means "unchanged" to chown, so it is not an owner). */
+const MAX_ID = 0xfffffffe;
+/** Linux device numbers: 12-bit major, 20-bit minor (what mknod can encode). */
+const MAX_DEV_MAJOR = 0xfff;
+const MAX_DEV_MINOR = 0xfffff;
+
+/**
+ * Rethrows a rejection of a native call made for entry `name` as an InvalidArchiveError when its errno says the
+ * archive asked for something impossible (see ARCHIVE_ERRNOS); other errors (EIO, ENOSPC...) pass unchanged.
+ */
+function archiveFailure(e: unknown, what: string, name: string): unknown {
+  const code = (e as NodeJS.ErrnoException | null)?.code;
+  if (typeof code === 'string' && ARCHIVE_ERRNOS.has(code)) return new InvalidArchiveError(`${what} (${code})`, name, { cause: e });
+  return e;
+}
 
 interface Pending {
   entry: ApplyEntry;
@@ -143,7 +179,22 @@ class LayerApplier {
     const items = this.batch;
     this.batch = [];
     this.batchBytes = 0;
-    this.inflight = this.b.applyEntries(this.rootFd, items.map((p) => p.entry)).then((results) => this.check(items, results));
+    const p = this.b.applyEntries(this.rootFd, items.map((p) => p.entry)).then((results) => this.check(items, results));
+    // Awaited by the next flush; until then a failure must not count as an unhandled rejection (it is reported
+    // by that await, or swallowed by settle() when an earlier error already ended the apply).
+    p.catch(() => undefined);
+    this.inflight = p;
+  }
+
+  /**
+   * Waits for a batch still running on the thread pool, ignoring its outcome. Called when the apply failed, before
+   * the root fd is closed: a batch still using that fd number after close() could resolve its paths against
+   * whatever directory the number is reused for.
+   */
+  async settle(): Promise<void> {
+    const p = this.inflight;
+    this.inflight = null;
+    if (p) await p.catch(() => undefined);
   }
 
   /** Waits until every queued entry is on disk. */
@@ -190,7 +241,9 @@ class LayerApplier {
     const chain: string[] = [];
     for (let d = parent; d !== '' && !this.knownDirs.has(d); d = parentOf(d)) chain.unshift(d);
     await this.drain();
-    const stats = await this.b.lstatMany(this.rootFd, chain);
+    const stats = await this.b.lstatMany(this.rootFd, chain).catch((e: unknown) => {
+      throw archiveFailure(e, 'cannot resolve the parent directories', name);
+    });
     for (let i = 0; i < chain.length; i++) {
       const st = stats[i];
       const d = chain[i]!;
@@ -205,6 +258,16 @@ class LayerApplier {
 
   private owner(h: TarHeader): { uid?: number; gid?: number } {
     return this.keepOwner ? { uid: h.uid, gid: h.gid } : {};
+  }
+
+  /** Refuses numbers the kernel cannot take (they would otherwise fail as argument errors of the native call). */
+  private checkNumbers(h: TarHeader): void {
+    if (this.keepOwner && (h.uid > MAX_ID || h.gid > MAX_ID)) {
+      throw new InvalidArchiveError(`uid/gid ${h.uid}/${h.gid} out of range`, h.name);
+    }
+    if ((h.type === 'char' || h.type === 'block') && (h.devMajor > MAX_DEV_MAJOR || h.devMinor > MAX_DEV_MINOR)) {
+      throw new InvalidArchiveError(`device number ${h.devMajor}:${h.devMinor} out of range`, h.name);
+    }
   }
 
   private xattrs(h: TarHeader, p: string): Record<string, Buffer> | undefined {
@@ -224,6 +287,7 @@ class LayerApplier {
   /** Applies one entry. */
   async entry(h: TarHeader, body: () => AsyncGenerator<Buffer, void, undefined>): Promise<void> {
     const p = cleanEntryPath(h.name, this.maxDepth);
+    this.checkNumbers(h);
     if (h.type === 'file') this.size += h.size;
 
     if (p === '') {
@@ -307,7 +371,7 @@ class LayerApplier {
 
   /** Resolves a hardlink's target name (cleaned, inside the root; aufs plnk targets map to the stash). */
   private linkTarget(h: TarHeader): string {
-    const t = cleanEntryPath(h.linkname, this.maxDepth, 'hardlink target');
+    const t = cleanEntryPath(h.linkname, this.maxDepth, 'hardlink target', h.name);
     if (t === '') throw new InvalidArchiveError('hardlink to the layer root', h.name);
     if (t.startsWith(WHITEOUT_LINK_DIR + '/') && this.format !== 'aufs') {
       const stashed = baseOf(t);
@@ -339,16 +403,20 @@ class LayerApplier {
       await fsClose(fd).catch(() => undefined);
       throw e;
     }
-    await this.b.finishFile(fd, {
-      mode: h.mode,
-      ...this.finishOwner(h),
-      mtimeSec: h.mtimeSec,
-      mtimeNsec: h.mtimeNsec,
-      atimeSec: common.atimeSec ?? h.mtimeSec,
-      atimeNsec: common.atimeNsec ?? h.mtimeNsec,
-      size: h.size,
-      ...(common.xattrs ? { xattrs: common.xattrs } : {}),
-    });
+    await this.b
+      .finishFile(fd, {
+        mode: h.mode,
+        ...this.finishOwner(h),
+        mtimeSec: h.mtimeSec,
+        mtimeNsec: h.mtimeNsec,
+        atimeSec: common.atimeSec ?? h.mtimeSec,
+        atimeNsec: common.atimeNsec ?? h.mtimeNsec,
+        size: h.size,
+        ...(common.xattrs ? { xattrs: common.xattrs } : {}),
+      })
+      .catch((e: unknown) => {
+        throw archiveFailure(e, 'cannot finish file', h.name);
+      });
   }
 
   /** finishFile always sets an owner: the archive's, or the caller's own when ownership is not kept. */
@@ -396,9 +464,7 @@ class LayerApplier {
     try {
       fd = await this.b.openBounded(this.root, dir === '' ? '.' : dir, { flags: OpenFlags.O_RDONLY | OpenFlags.O_DIRECTORY });
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code ?? '';
-      if (ARCHIVE_ERRNOS.has(code)) throw new InvalidArchiveError(`opaque marker in a directory that cannot be opened (${code})`, name, { cause: e });
-      throw e;
+      throw archiveFailure(e, 'opaque marker in a directory that cannot be opened', name);
     }
     let children: string[];
     try {
@@ -448,18 +514,26 @@ class LayerApplier {
     for (let i = 0; i < this.dirTimes.length; i += 4096) {
       // Only directories that still exist as written (a later entry may have replaced or removed them).
       const chunk = this.dirTimes.slice(i, i + 4096).filter((d) => this.written.has(d.path) && this.knownDirs.has(d.path));
-      if (chunk.length > 0) await this.b.setTimes(this.rootFd, chunk);
+      if (chunk.length > 0) {
+        await this.b.setTimes(this.rootFd, chunk).catch((e: unknown) => {
+          throw archiveFailure(e, 'cannot set directory times', (e as NodeJS.ErrnoException).path ?? chunk[0]!.path);
+        });
+      }
     }
     if (this.rootMeta) {
       const h = this.rootMeta;
       const fd = await fsOpen(this.root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
-      await this.b.finishFile(fd, {
-        mode: h.mode,
-        ...this.finishOwner(h),
-        mtimeSec: h.mtimeSec,
-        mtimeNsec: h.mtimeNsec,
-        xattrs: { ...(this.xattrs(h, '') ?? {}), ...(this.rootOpaque ? { [OVERLAY_OPAQUE_XATTR]: Buffer.from('y') } : {}) },
-      });
+      await this.b
+        .finishFile(fd, {
+          mode: h.mode,
+          ...this.finishOwner(h),
+          mtimeSec: h.mtimeSec,
+          mtimeNsec: h.mtimeNsec,
+          xattrs: { ...(this.xattrs(h, '') ?? {}), ...(this.rootOpaque ? { [OVERLAY_OPAQUE_XATTR]: Buffer.from('y') } : {}) },
+        })
+        .catch((e: unknown) => {
+          throw archiveFailure(e, 'cannot apply the root directory metadata', h.name);
+        });
     } else if (this.rootOpaque) {
       await this.b.lsetxattr(this.root, OVERLAY_OPAQUE_XATTR, Buffer.from('y'));
     }
@@ -535,6 +609,10 @@ export async function applyLayer(root: string, input: AsyncIterable<Uint8Array>,
       await applier.entry(e.header, () => e.body());
     }
     await applier.finish();
+  } catch (e) {
+    // Nothing may still be working on rootFd once it is closed (see settle()).
+    await applier.settle();
+    throw e;
   } finally {
     await fsClose(rootFd).catch(() => undefined);
   }

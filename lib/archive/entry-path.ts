@@ -12,23 +12,29 @@ export const MAX_PATH_BYTES = 4000;
 /**
  * Cleans an entry name to a relative path without leading/trailing slashes ('' is the root itself).
  * Throws InvalidArchiveError for names that climb out of the root, hold NUL bytes, or exceed `maxDepth`
- * components / {@link MAX_PATH_BYTES} bytes.
+ * components / {@link MAX_PATH_BYTES} bytes. The error names `name`, or `entry` when given (a hardlink target is
+ * cleaned on behalf of its entry: the error names the entry and quotes the target in its message).
  */
-export function cleanEntryPath(name: string, maxDepth: number, what = 'entry'): string {
-  if (name.includes('\0')) throw new InvalidArchiveError(`NUL byte in ${what} name`, name);
+export function cleanEntryPath(name: string, maxDepth: number, what = 'entry', entry?: string): string {
+  const fail = (message: string): never => {
+    const shown = name.length > 200 ? name.slice(0, 200) : name;
+    if (entry === undefined) throw new InvalidArchiveError(message, shown);
+    throw new InvalidArchiveError(`${message} (${JSON.stringify(shown)})`, entry);
+  };
+  if (name.includes('\0')) fail(`NUL byte in ${what} name`);
   const out: string[] = [];
   for (const part of name.split('/')) {
     if (part === '' || part === '.') continue;
     if (part === '..') {
-      if (out.length === 0) throw new InvalidArchiveError(`${what} name escapes the layer root`, name);
+      if (out.length === 0) fail(`${what} name escapes the layer root`);
       out.pop();
       continue;
     }
     out.push(part);
-    if (out.length > maxDepth) throw new InvalidArchiveError(`${what} is nested deeper than ${maxDepth} levels`, name.slice(0, 200));
+    if (out.length > maxDepth) fail(`${what} is nested deeper than ${maxDepth} levels`);
   }
   const p = out.join('/');
-  if (Buffer.byteLength(p) > MAX_PATH_BYTES) throw new InvalidArchiveError(`${what} name longer than ${MAX_PATH_BYTES} bytes`, name.slice(0, 200));
+  if (Buffer.byteLength(p) > MAX_PATH_BYTES) fail(`${what} name longer than ${MAX_PATH_BYTES} bytes`);
   return p;
 }
 

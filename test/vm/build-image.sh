@@ -12,7 +12,8 @@
 # Environment:
 #   GRAPHDRIVER_VM_DIR     cache root (default /var/tmp/graphdriver-vm)
 #   GRAPHDRIVER_VM_KERNEL  kernel ABI to use, e.g. 6.1.0-50-amd64 (default: what linux-image-amd64 depends on)
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "build-image: failed (exit $?) at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VM_DIR=${GRAPHDRIVER_VM_DIR:-/var/tmp/graphdriver-vm}

@@ -1,0 +1,1074 @@
+"use strict";
+var __createBinding = (this && this.__createBinding) || (Object.create ? (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    var desc = Object.getOwnPropertyDescriptor(m, k);
+    if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
+      desc = { enumerable: true, get: function() { return m[k]; } };
+    }
+    Object.defineProperty(o, k2, desc);
+}) : (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    o[k2] = m[k];
+}));
+var __setModuleDefault = (this && this.__setModuleDefault) || (Object.create ? (function(o, v) {
+    Object.defineProperty(o, "default", { enumerable: true, value: v });
+}) : function(o, v) {
+    o["default"] = v;
+});
+var __importStar = (this && this.__importStar) || (function () {
+    var ownKeys = function(o) {
+        ownKeys = Object.getOwnPropertyNames || function (o) {
+            var ar = [];
+            for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) ar[ar.length] = k;
+            return ar;
+        };
+        return ownKeys(o);
+    };
+    return function (mod) {
+        if (mod && mod.__esModule) return mod;
+        var result = {};
+        if (mod != null) for (var k = ownKeys(mod), i = 0; i < k.length; i++) if (k[i] !== "default") __createBinding(result, mod, k[i]);
+        __setModuleDefault(result, mod);
+        return result;
+    };
+})();
+Object.defineProperty(exports, "__esModule", { value: true });
+exports.Overlay2Driver = exports.Overlay2ProtoDriver = void 0;
+/**
+ * The overlay2 driver, as Docker's: every layer is `<home>/<id>/` holding its own changes in `diff/`, a random
+ * short `link` id with a symlink `l/<link>` → `../<id>/diff`, and (above a base layer) a `lower` file listing
+ * the `l/<link>` of its ancestors nearest first, a `work/` dir and a `merged/` mount point. `get` mounts an
+ * overlay of the layer on `merged/` (reference counted); base layers are their `diff/` directory, unmounted.
+ * Diffs are read straight from `diff/` when the kernel's overlay allows it (checked at init), naively otherwise.
+ * @module
+ */
+const node_crypto_1 = require("node:crypto");
+const node_child_process_1 = require("node:child_process");
+const fsSync = __importStar(require("node:fs"));
+const fs = __importStar(require("node:fs/promises"));
+const path = __importStar(require("node:path"));
+const node_util_1 = require("node:util");
+const apply_1 = require("../../archive/apply");
+const changes_1 = require("../../archive/changes");
+const diff_1 = require("../../archive/diff");
+const errors_1 = require("../../errors");
+const bindings_1 = require("../../native/bindings");
+const constants_1 = require("../../native/constants");
+const errors_2 = require("../errors");
+const keyed_lock_1 = require("../keyed-lock");
+const layer_id_1 = require("../layer-id");
+const naive_diff_driver_1 = require("../naive-diff-driver");
+const ref_counter_1 = require("../ref-counter");
+const storage_opts_1 = require("../storage-opts");
+const checks_1 = require("./checks");
+const layout_1 = require("./layout");
+const mountinfo_1 = require("./mountinfo");
+const quota_1 = require("./quota");
+/** `--storage-opt` keys overlay2 understands at init. */
+const KNOWN_OPTIONS = ['overlay2.size', 'overlay2.override_kernel_check', 'overlay2.mountopt'];
+/** Overlay options a user may not set through overlay2.mountopt / MountOpts.options: the driver owns them. */
+const RESERVED_MOUNT_OPTIONS = ['lowerdir', 'upperdir', 'workdir', 'datadir', 'lowerdir+', 'datadir+'];
+const QUOTA_HEAD = "per-layer sizes are only supported for overlay over xfs with 'pquota' mount option";
+/** Prefixes of the driver's own entries in the home; layer ids never start with '.', so they cannot collide. */
+const TMP_PREFIX = '.tmp-';
+const REMOVING_PREFIX = '.removing-';
+/** Names in the home that are not layers: a layer with such an id would be its link directory or device node. */
+const RESERVED_IDS = new Set([layout_1.LINK_DIR, quota_1.BACKING_FS_DEV]);
+/** checkLayerId plus the names overlay2 keeps for itself. */
+function checkLayerId(id) {
+    (0, layer_id_1.checkLayerId)(id);
+    if (RESERVED_IDS.has(id))
+        throw new errors_2.InvalidIdError(id);
+}
+/** checkParentId plus the names overlay2 keeps for itself. */
+function checkParentId(parent) {
+    const p = (0, layer_id_1.checkParentId)(parent);
+    if (p !== null && RESERVED_IDS.has(p))
+        throw new errors_2.InvalidIdError(p);
+    return p;
+}
+const fsOpen = (0, node_util_1.promisify)(fsSync.open);
+const fsClose = (0, node_util_1.promisify)(fsSync.close);
+function suffix() {
+    return (0, node_crypto_1.randomBytes)(6).toString('hex');
+}
+function errCode(e) {
+    return typeof e === 'object' && e !== null && 'code' in e ? String(e.code) : undefined;
+}
+const MISSING = new Set(['ENOENT', 'ENOTDIR']);
+async function readOptional(file) {
+    try {
+        return await fs.readFile(file, 'utf8');
+    }
+    catch (e) {
+        if (MISSING.has(errCode(e) ?? ''))
+            return null;
+        throw e;
+    }
+}
+async function isDirectory(p) {
+    try {
+        return (await fs.lstat(p)).isDirectory();
+    }
+    catch (e) {
+        if (MISSING.has(errCode(e) ?? ''))
+            return false;
+        throw e;
+    }
+}
+async function pathExists(p) {
+    try {
+        await fs.lstat(p);
+        return true;
+    }
+    catch (e) {
+        if (MISSING.has(errCode(e) ?? ''))
+            return false;
+        throw e;
+    }
+}
+function umaskStrips(mode) {
+    // process.umask() without an argument only reads the mask.
+    return (mode & process.umask()) !== 0;
+}
+/** Creates a small file that must not exist yet, with exactly `mode`. */
+async function writeNew(file, content, mode, fx) {
+    await fs.writeFile(file, content, { mode, flag: 'wx' });
+    if (umaskStrips(mode))
+        await fs.chmod(file, mode);
+    if (fx.chownRoot)
+        await fs.chown(file, 0, 0);
+}
+/** Recursive removal that also copes with directories without owner write permission (image content). */
+async function removeTree(target) {
+    try {
+        await fs.rm(target, { recursive: true, force: true, maxRetries: 2 });
+        return;
+    }
+    catch (e) {
+        const code = errCode(e);
+        if (code !== 'EACCES' && code !== 'EPERM')
+            throw e;
+    }
+    const fix = async (dir) => {
+        let st;
+        try {
+            st = await fs.lstat(dir);
+        }
+        catch {
+            return;
+        }
+        if (!st.isDirectory())
+            return;
+        await fs.chmod(dir, (st.mode & 0o7777) | 0o700).catch(() => undefined);
+        for (const e of await fs.readdir(dir, { withFileTypes: true }).catch(() => [])) {
+            if (e.isDirectory())
+                await fix(path.join(dir, e.name));
+        }
+    };
+    await fix(target);
+    await fs.rm(target, { recursive: true, force: true, maxRetries: 2 });
+}
+function isValidId(s) {
+    try {
+        checkLayerId(s);
+        return true;
+    }
+    catch {
+        return false;
+    }
+}
+/**
+ * Parent/child relations, derived from the layers' `link` and `lower` files (the first lower entry names the
+ * parent) and kept in memory from the first create or remove on: the driver refuses to remove a layer that
+ * other layers are built on. Callers hold the graph lock.
+ */
+class LayerGraph {
+    home;
+    loaded = false;
+    parentOf = new Map();
+    childrenOf = new Map();
+    constructor(home) {
+        this.home = home;
+    }
+    async ensureLoaded() {
+        if (this.loaded)
+            return;
+        const names = (await fs.readdir(this.home)).filter(isValidId);
+        const linkToId = new Map();
+        const firstLower = new Map();
+        await Promise.all(names.map(async (id) => {
+            const dir = path.join(this.home, id);
+            const [link, lower] = await Promise.all([readOptional(path.join(dir, layout_1.LINK_FILE)), readOptional(path.join(dir, layout_1.LOWER_FILE))]);
+            if (link !== null)
+                linkToId.set(link.trim(), id);
+            if (lower !== null)
+                firstLower.set(id, lower.split(':')[0].trim());
+        }));
+        for (const [id, first] of firstLower) {
+            const parent = linkToId.get(first.startsWith(`${layout_1.LINK_DIR}/`) ? first.slice(layout_1.LINK_DIR.length + 1) : first);
+            if (parent !== undefined)
+                this.add(id, parent);
+        }
+        this.loaded = true;
+    }
+    add(child, parent) {
+        this.drop(child);
+        this.parentOf.set(child, parent);
+        let set = this.childrenOf.get(parent);
+        if (!set)
+            this.childrenOf.set(parent, (set = new Set()));
+        set.add(child);
+    }
+    drop(child) {
+        const parent = this.parentOf.get(child);
+        if (parent === undefined)
+            return;
+        this.parentOf.delete(child);
+        const set = this.childrenOf.get(parent);
+        if (set) {
+            set.delete(child);
+            if (set.size === 0)
+                this.childrenOf.delete(parent);
+        }
+    }
+    hasParent(id) {
+        return this.parentOf.has(id);
+    }
+    children(id) {
+        return [...(this.childrenOf.get(id) ?? [])];
+    }
+}
+function splitMountOptions(value, what) {
+    const opts = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    for (const o of opts) {
+        const key = o.split('=')[0].toLowerCase();
+        if (RESERVED_MOUNT_OPTIONS.includes(key))
+            throw new errors_2.InvalidOptionError(`overlay2: ${what} must not set ${key}: the driver sets it`);
+        if (/[\0\n"]/.test(o))
+            throw new errors_2.InvalidOptionError(`overlay2: ${what} contains an invalid character: ${JSON.stringify(o)}`);
+    }
+    return opts;
+}
+function parseOptions(options) {
+    const raw = (0, storage_opts_1.parseStorageOpts)('overlay2', options, KNOWN_OPTIONS);
+    const out = { size: 0, mountOpts: [] };
+    for (const [key, value] of raw) {
+        switch (key) {
+            case 'overlay2.size':
+                out.size = (0, storage_opts_1.parseSize)(value, 'overlay2.size');
+                break;
+            case 'overlay2.override_kernel_check':
+                // Accepted for compatibility; Docker ignores it too (the kernel is probed, not its version compared).
+                (0, storage_opts_1.parseBool)(value, 'overlay2.override_kernel_check');
+                break;
+            case 'overlay2.mountopt':
+                out.mountOpts = splitMountOptions(value, 'overlay2.mountopt');
+                break;
+        }
+    }
+    return out;
+}
+/**
+ * The ProtoDriver half of overlay2: layout, mounts, reference counts. {@link Overlay2Driver} adds the diff
+ * methods (native from the upper directory when possible, naive otherwise).
+ */
+class Overlay2ProtoDriver {
+    home;
+    realHome;
+    b;
+    features;
+    options;
+    probe;
+    pageSize;
+    homeFd;
+    name = 'overlay2';
+    locks = new keyed_lock_1.KeyedLock();
+    /** Serialises the parent/child bookkeeping (never held during I/O-heavy work). */
+    graphLock = new keyed_lock_1.KeyedLock();
+    graph;
+    refs = new ref_counter_1.RefCounter();
+    /** Native diff work reading a layer's `diff/` directly (no mount): remove refuses the layer meanwhile. */
+    holds = new Map();
+    closed = false;
+    /** Set once the addon turned out to lack mountFrom; mount(8) is used for relative mounts from then on. */
+    noMountFrom = false;
+    /** link and lower of layers: written once at create and never changed, so they are read once. */
+    infoCache = new Map();
+    fixups;
+    /** Layers known to carry the `committed` marker. */
+    committed = new Set();
+    /** Layers this instance created and has not mounted yet: `merged/` exists, nothing is mounted on it. */
+    fresh = new Set();
+    constructor(home, 
+    /** `home` with symlinks resolved, as the kernel reports mount points. */
+    realHome, b, features, options, probe, pageSize, chownRoot, 
+    /** An O_DIRECTORY descriptor of the home, root of the batched creates; closed by cleanup(). */
+    homeFd) {
+        this.home = home;
+        this.realHome = realHome;
+        this.b = b;
+        this.features = features;
+        this.options = options;
+        this.probe = probe;
+        this.pageSize = pageSize;
+        this.homeFd = homeFd;
+        this.graph = new LayerGraph(home);
+        this.fixups = { chownRoot: chownRoot };
+    }
+    /** Opens the driver at `home`; see {@link Overlay2Driver.init}. */
+    static async open(home, options, deps) {
+        if (typeof home !== 'string' || home === '')
+            throw new TypeError('overlay2: home must be a non-empty path');
+        const opts = parseOptions(options);
+        const b = deps.bindings ?? (0, bindings_1.loadBindings)();
+        const probe = { ...checks_1.realProbe, ...deps.probe };
+        const absHome = path.resolve(home);
+        // These characters separate or escape overlay mount options; Docker does not guard against them.
+        if (/[,:\\\n]/.test(absHome)) {
+            throw new errors_1.GraphdriverError('ERR_INVALID_HOME', `overlay2: home ${JSON.stringify(absHome)} must not contain ',', ':', '\\' or newlines (they break overlay mount options)`);
+        }
+        if (!(await probe.hasOverlay())) {
+            throw new errors_2.NotSupportedError('overlay2: the kernel does not support overlay (not listed in /proc/filesystems)');
+        }
+        let created = false;
+        try {
+            await fs.mkdir(path.dirname(absHome), { recursive: true, mode: 0o700 });
+            try {
+                await fs.mkdir(absHome, { mode: 0o710 });
+                created = true;
+                await fs.chmod(absHome, 0o710);
+            }
+            catch (e) {
+                if (errCode(e) !== 'EEXIST')
+                    throw e;
+                if (!(await isDirectory(absHome)))
+                    throw new errors_1.GraphdriverError('ERR_INVALID_HOME', `overlay2: home ${absHome} is not a directory`);
+            }
+            const realHome = await fs.realpath(absHome);
+            const st = await b.statfs(absHome);
+            const backingMagic = st.type >>> 0;
+            const backingFs = (0, checks_1.backingFsName)(backingMagic);
+            if (checks_1.INCOMPATIBLE_FS.has(backingMagic)) {
+                throw new errors_2.IncompatibleFsError(`overlay2: the backing ${backingFs} filesystem of ${absHome} is not supported (overlay cannot use it as upper layer)`);
+            }
+            if (!(await probe.supportsDType(absHome))) {
+                let msg = `overlay2: the backing ${backingFs} filesystem is formatted without d_type support, which leads to incorrect behavior.`;
+                if (backingFs === 'xfs')
+                    msg += ' Reformat the filesystem with ftype=1 to enable d_type support.';
+                if (backingFs === 'extfs')
+                    msg += ' Reformat the filesystem (or use tune2fs) with -O filetype flag to enable d_type support.';
+                throw new errors_2.IncompatibleFsError(`${msg} Backing filesystems without d_type support are not supported.`);
+            }
+            await fs.mkdir(path.join(absHome, layout_1.LINK_DIR), { recursive: true, mode: 0o700 });
+            await Overlay2ProtoDriver.removeLeftovers(absHome, b);
+            let nativeDiff;
+            try {
+                nativeDiff = await probe.nativeDiff(absHome, b);
+            }
+            catch (e) {
+                if (e instanceof checks_1.OverlayMountTestError) {
+                    throw new errors_2.NotSupportedError(`overlay2: overlay does not work on ${absHome} (${backingFs}): ${e.message}`, { cause: e.cause });
+                }
+                throw e;
+            }
+            const usingMetacopy = await probe.metacopy(absHome, b);
+            const indexOff = await probe.indexParam();
+            const { quota, quotaReason } = await Overlay2ProtoDriver.setupQuota(absHome, realHome, backingMagic, backingFs, b, probe);
+            if (opts.size > 0 && quota === null)
+                throw new errors_2.InvalidOptionError(`overlay2: storage option overlay2.size not supported: ${QUOTA_HEAD}; ${quotaReason}`);
+            const features = { backingFs, backingMagic, supportsDType: true, usingMetacopy, nativeDiff, indexOff, userxattr: false, quota, quotaReason };
+            const homeStat = await fs.stat(absHome);
+            const isRoot = process.getuid?.() === 0;
+            const chownRoot = isRoot && ((homeStat.mode & 0o2000) !== 0 || process.getegid?.() !== 0);
+            const homeFd = await fsOpen(absHome, fsSync.constants.O_RDONLY | fsSync.constants.O_DIRECTORY); // libuv adds O_CLOEXEC
+            return new Overlay2ProtoDriver(absHome, realHome, b, features, opts, probe, deps.pageSize ?? 4096, chownRoot, homeFd);
+        }
+        catch (e) {
+            // Leave nothing behind when this driver cannot be used here (the registry then tries the next one).
+            if (created)
+                await fs.rm(absHome, { recursive: true, force: true }).catch(() => undefined);
+            throw e;
+        }
+    }
+    /** Deletes temp layers, half-removed layers and check directories left by a crash. */
+    static async removeLeftovers(home, b) {
+        const names = await fs.readdir(home);
+        await Promise.all(names
+            .filter((n) => n.startsWith(TMP_PREFIX) || n.startsWith(REMOVING_PREFIX) || n.startsWith(checks_1.CHECK_PREFIX))
+            .map(async (n) => {
+            const dir = path.join(home, n);
+            // A crash in the middle of a check can leave its test overlay mounted.
+            await b.umount(path.join(dir, 'merged'), constants_1.UmountFlags.MNT_DETACH).catch(() => undefined);
+            await removeTree(dir);
+        }));
+    }
+    checkOpen() {
+        if (this.closed)
+            throw new errors_1.GraphdriverError('ERR_DRIVER_CLOSED', 'overlay2: the driver was cleaned up');
+    }
+    /** `<home>/<id>`. */
+    dir(id) {
+        return path.join(this.home, id);
+    }
+    /** Whether layer diffs can be read from the upper directories (init's native-diff check). */
+    get nativeDiff() {
+        return this.features.nativeDiff.ok;
+    }
+    /** Project quota control where the backing filesystem offers it (xfs mounted with pquota), as Docker's quota.NewControl. */
+    static async setupQuota(home, realHome, magic, fsName, b, probe) {
+        if (magic !== constants_1.FsMagic.XFS)
+            return { quota: null, quotaReason: `${home} is on ${fsName}` };
+        const mnt = (0, mountinfo_1.mountOf)(await probe.mountInfo(), realHome);
+        if (!(mnt?.superOptions ?? []).some((o) => o === 'prjquota' || o === 'pquota' || o === 'pqnoenforce')) {
+            return { quota: null, quotaReason: `the xfs filesystem at ${mnt?.mountPoint ?? '?'} is mounted without pquota` };
+        }
+        try {
+            return { quota: await quota_1.ProjectQuota.open(home, b), quotaReason: '' };
+        }
+        catch (e) {
+            if (errCode(e) === 'ERR_NATIVE_MISSING')
+                return { quota: null, quotaReason: 'project quota control is not available in this build of the addon' };
+            return { quota: null, quotaReason: `project quotas do not work there: ${e instanceof Error ? e.message : String(e)}` };
+        }
+    }
+    /** Validates per-layer storage options (only `size`, only for read-write layers); resolves to the size limit (0 = none). */
+    checkStorageOpt(storageOpt, readWrite) {
+        let size = readWrite ? this.options.size : 0;
+        if (storageOpt !== undefined && storageOpt !== null) {
+            if (typeof storageOpt !== 'object')
+                throw new errors_2.InvalidOptionError('overlay2: storageOpt must be an object');
+            for (const [rawKey, value] of Object.entries(storageOpt)) {
+                const key = rawKey.toLowerCase();
+                if (key !== 'size')
+                    throw new errors_2.InvalidOptionError(`overlay2: unknown storage option ${JSON.stringify(rawKey)} (known: size)`);
+                if (typeof value !== 'string')
+                    throw new errors_2.InvalidOptionError('overlay2: storage option "size" must be a string');
+                if (!readWrite)
+                    throw new errors_2.InvalidOptionError('overlay2: --storage-opt size is only supported for ReadWrite layers');
+                size = (0, storage_opts_1.parseSize)(value, 'overlay2 storage option size');
+            }
+        }
+        if (size > 0 && this.features.quota === null) {
+            throw new errors_2.InvalidOptionError(`overlay2: --storage-opt size is not supported: ${QUOTA_HEAD}; ${this.features.quotaReason}`);
+        }
+        return size;
+    }
+    create(id, parent, opts) {
+        return this.createLayer(id, parent, opts, false);
+    }
+    createReadWrite(id, parent, opts) {
+        return this.createLayer(id, parent, opts, true);
+    }
+    /**
+     * Builds `<id>` under a temp name (diff 0755, link, l/<link> symlink, and above a base layer lower, work,
+     * merged) and renames it into place, so a failure never leaves a half-made layer. The parent is marked
+     * `committed` (it is mounted read-only from then on, as Docker does).
+     */
+    async createLayer(id, parentArg, opts, readWrite) {
+        checkLayerId(id);
+        const parent = checkParentId(parentArg);
+        this.checkOpen();
+        const size = this.checkStorageOpt(opts?.storageOpt, readWrite);
+        await this.locks.run(id, async () => {
+            this.checkOpen();
+            const dest = this.dir(id);
+            // An existing id is caught by the final rename (RENAME_NOREPLACE), which leaves it untouched; looking
+            // first would cost every create a stat for the sake of a failure path.
+            if (this.infoCache.has(id))
+                throw new errors_2.LayerExistsError(id);
+            let lower = null;
+            if (parent !== null) {
+                const p = await this.info(parent);
+                lower = (0, layout_1.lowerForChild)(parent, p.link, p.lowers ?? []);
+                // Registered before anything is written: from here on the parent cannot be removed under us. remove()
+                // drops its cache entry under this lock, so a cached parent still exists.
+                await this.graphLock.run('', async () => {
+                    await this.graph.ensureLoaded();
+                    // A layer with a parent exists already (creates of one id are serialised): do not touch its record.
+                    if (this.graph.hasParent(id))
+                        throw new errors_2.LayerExistsError(id);
+                    if (!this.infoCache.has(parent) && !(await isDirectory(this.dir(parent))))
+                        throw new errors_2.LayerNotFoundError(parent);
+                    this.graph.add(id, parent);
+                });
+            }
+            const tmpName = `${TMP_PREFIX}${id}-${suffix()}`;
+            const tmp = path.join(this.home, tmpName);
+            let linkPath = null;
+            let link = '';
+            try {
+                link = await this.makeSkeleton(id, tmpName, lower, size, (p) => (linkPath = p));
+                try {
+                    await this.b.renameat2(tmp, dest, constants_1.RenameFlags.RENAME_NOREPLACE);
+                }
+                catch (e) {
+                    if (errCode(e) === 'EEXIST' || errCode(e) === 'ENOTEMPTY')
+                        throw new errors_2.LayerExistsError(id);
+                    throw e;
+                }
+            }
+            catch (e) {
+                await removeTree(tmp).catch(() => undefined);
+                if (linkPath !== null)
+                    await fs.rm(linkPath, { force: true }).catch(() => undefined);
+                if (parent !== null)
+                    await this.graphLock.run('', async () => this.graph.drop(id));
+                throw e;
+            }
+            this.infoCache.set(id, { link, lowers: lower === null ? null : lower.split(':') });
+            // Made here and never mounted: the first get needs no mount-table or marker lookups.
+            this.fresh.add(id);
+            if (parent !== null && !this.committed.has(parent)) {
+                // Docker marks the parent committed (then it is mounted read-only); an empty marker needs no atomicity.
+                try {
+                    await writeNew(path.join(this.dir(parent), layout_1.COMMITTED_FILE), '', 0o600, this.fixups);
+                }
+                catch (e) {
+                    if (errCode(e) !== 'EEXIST')
+                        throw e;
+                }
+                this.committed.add(parent);
+            }
+        });
+    }
+    /**
+     * Creates the layer directory under the temp name `tmpName` in one batch (applyEntries, resolved inside the
+     * home): the directory 0710, diff 0755, above a base layer work and merged 0700 and the lower file, the link
+     * file and the `l/<link>` symlink (relative to the final place; it dangles only until the rename). A link id
+     * that is taken is replaced by a new one. `onLink` learns the symlink path as soon as it exists (for cleanup).
+     * Resolves to the link id.
+     */
+    async makeSkeleton(id, tmpName, lower, size, onLink) {
+        const owner = this.fixups.chownRoot ? { uid: 0, gid: 0 } : {};
+        const run = async (entries) => {
+            const results = await this.b.applyEntries(this.homeFd, entries);
+            return results;
+        };
+        const fail = (e, r) => {
+            const p = path.join(this.home, e.path);
+            return Object.assign(new Error(`${r.code}: ${r.syscall} '${p}'`), { code: r.code, errno: -r.errno, syscall: r.syscall, path: p });
+        };
+        const entries = [];
+        const top = { op: 'create', path: tmpName, type: 'dir', mode: 0o710, noReplace: true, ...owner };
+        if (size > 0) {
+            // The project id must be on the directory before anything is created inside (it is inherited).
+            const [r] = await run([top]);
+            if (r.errno !== 0)
+                throw fail(top, r);
+            await this.features.quota.set(path.join(this.home, tmpName), id, size);
+        }
+        else {
+            entries.push(top);
+        }
+        entries.push({ op: 'create', path: `${tmpName}/${layout_1.DIFF_DIR}`, type: 'dir', mode: 0o755, ...owner });
+        if (lower !== null) {
+            entries.push({ op: 'create', path: `${tmpName}/${layout_1.WORK_DIR}`, type: 'dir', mode: 0o700, ...owner });
+            entries.push({ op: 'create', path: `${tmpName}/${layout_1.MERGED_DIR}`, type: 'dir', mode: 0o700, ...owner });
+            entries.push({ op: 'create', path: `${tmpName}/${layout_1.LOWER_FILE}`, type: 'file', mode: 0o644, data: Buffer.from(lower), noReplace: true, ...owner });
+        }
+        for (let attempt = 0;; attempt++) {
+            const link = (0, layout_1.generateLinkId)();
+            const batch = [
+                ...entries,
+                { op: 'create', path: `${layout_1.LINK_DIR}/${link}`, type: 'symlink', linkname: `../${id}/${layout_1.DIFF_DIR}`, noReplace: true, ...owner },
+                { op: 'create', path: `${tmpName}/${layout_1.LINK_FILE}`, type: 'file', mode: 0o644, data: Buffer.from(link), ...owner },
+            ];
+            const results = await run(batch);
+            const symIdx = entries.length;
+            if (results[symIdx].errno === 0)
+                onLink(path.join(this.home, layout_1.LINK_DIR, link));
+            for (let i = 0; i < symIdx; i++)
+                if (results[i].errno !== 0)
+                    throw fail(batch[i], results[i]);
+            if (results[symIdx].code === 'EEXIST' && attempt < 8) {
+                entries.length = 0; // the rest exists now; only the link is tried again
+                continue;
+            }
+            if (results[symIdx].errno !== 0)
+                throw fail(batch[symIdx], results[symIdx]);
+            if (results[symIdx + 1].errno !== 0)
+                throw fail(batch[symIdx + 1], results[symIdx + 1]);
+            return link;
+        }
+    }
+    /** The link id and parsed lower entries of `id` (lowers null for a base layer); cached, as they never change. */
+    async info(id) {
+        const cached = this.infoCache.get(id);
+        if (cached !== undefined)
+            return cached;
+        const dir = this.dir(id);
+        const [linkText, lowerText] = await Promise.all([readOptional(path.join(dir, layout_1.LINK_FILE)), readOptional(path.join(dir, layout_1.LOWER_FILE))]);
+        if (linkText === null) {
+            if (!(await isDirectory(dir)))
+                throw new errors_2.LayerNotFoundError(id);
+            throw new layout_1.CorruptLayerError(id, 'it has no link file');
+        }
+        const link = linkText.trim();
+        if (!(0, layout_1.isLinkId)(link) && !/^[A-Za-z0-9]{1,64}$/.test(link))
+            throw new layout_1.CorruptLayerError(id, `link file holds ${JSON.stringify(link.slice(0, 80))}`);
+        const out = { link, lowers: lowerText === null ? null : (0, layout_1.parseLowerFile)(id, lowerText) };
+        this.infoCache.set(id, out);
+        return out;
+    }
+    /** The parsed `lower` file of `id`, null for a base layer; LayerNotFoundError when the layer does not exist. */
+    async readLowers(id) {
+        const cached = this.infoCache.get(id);
+        if (cached !== undefined)
+            return cached.lowers;
+        const text = await readOptional(path.join(this.dir(id), layout_1.LOWER_FILE));
+        if (text === null) {
+            if (!(await isDirectory(this.dir(id))))
+                throw new errors_2.LayerNotFoundError(id);
+            return null;
+        }
+        return (0, layout_1.parseLowerFile)(id, text);
+    }
+    /** Absolute diff directories of the lower layers of `id`, nearest first (empty for a base layer). */
+    async lowerDirs(id) {
+        const lowers = (await this.readLowers(id)) ?? [];
+        return Promise.all(lowers.map(async (l) => {
+            const target = await fs.readlink(path.join(this.home, l));
+            return path.resolve(this.home, layout_1.LINK_DIR, target);
+        }));
+    }
+    /** Whether `parent` is the layer `id` was created on (Docker's isParent): only then are native diffs valid. */
+    async isParent(id, parent) {
+        let lowers;
+        try {
+            lowers = await this.lowerDirs(id);
+        }
+        catch (e) {
+            if (e instanceof errors_2.LayerNotFoundError)
+                throw e;
+            return false;
+        }
+        if (lowers.length === 0)
+            return parent === null;
+        if (parent === null)
+            return false;
+        return path.dirname(lowers[0]) === this.dir(parent);
+    }
+    async isMounted(target) {
+        try {
+            return await this.b.isMountpoint(target);
+        }
+        catch (e) {
+            if (MISSING.has(errCode(e) ?? ''))
+                return false;
+            throw e;
+        }
+    }
+    /**
+     * Mounts (first get) and returns `<id>/merged`; a base layer returns its `diff` directory without a mount.
+     * Concurrent gets share one mount. A mount the kernel refuses rejects with the kernel's errno.
+     */
+    async get(id, opts) {
+        checkLayerId(id);
+        this.checkOpen();
+        const mountLabel = opts?.mountLabel;
+        // The label is quoted in the mount data (MCS categories contain commas); a quote would end it early.
+        if (mountLabel !== undefined && (typeof mountLabel !== 'string' || /[\0\n"]/.test(mountLabel))) {
+            throw new errors_2.InvalidOptionError('overlay2: mountLabel must be a string without quotes or newlines');
+        }
+        const extra = [...this.options.mountOpts];
+        if (opts?.options !== undefined) {
+            if (!Array.isArray(opts.options))
+                throw new errors_2.InvalidOptionError('overlay2: MountOpts.options must be an array of strings');
+            for (const o of opts.options) {
+                if (typeof o !== 'string')
+                    throw new errors_2.InvalidOptionError('overlay2: MountOpts.options must be an array of strings');
+                extra.push(...splitMountOptions(o, 'mount option'));
+            }
+        }
+        return this.locks.run(id, async () => {
+            this.checkOpen();
+            const dir = this.dir(id);
+            const lowers = await this.readLowers(id);
+            if (lowers === null) {
+                // Counted although nothing is mounted, so that remove refuses it and a put without get is an error.
+                await this.refs.increment(id, async () => false);
+                return path.join(dir, layout_1.DIFF_DIR);
+            }
+            const merged = path.join(dir, layout_1.MERGED_DIR);
+            if (this.fresh.delete(id)) {
+                // Created by this instance and never mounted: merged/ exists, nothing is mounted, committed is known.
+                await this.refs.increment(id, async () => false);
+                try {
+                    await this.mountPlan(this.plan(id, lowers, this.committed.has(id), extra, mountLabel));
+                }
+                catch (e) {
+                    throw await this.mountFailed(id, merged, e);
+                }
+                return merged;
+            }
+            // Started together with the mount check (one trip instead of three); harmless when already mounted.
+            const committed = pathExists(path.join(dir, layout_1.COMMITTED_FILE));
+            const mountPoint = fs.mkdir(merged, { mode: 0o700 }).then(() => undefined, (e) => {
+                if (errCode(e) !== 'EEXIST')
+                    throw e;
+            });
+            committed.catch(() => undefined);
+            mountPoint.catch(() => undefined);
+            if ((await this.refs.increment(id, () => this.isMounted(merged))) > 1)
+                return merged;
+            try {
+                const [readonly] = await Promise.all([committed, mountPoint]);
+                if (readonly)
+                    this.committed.add(id);
+                await this.mountPlan(this.plan(id, lowers, readonly, extra, mountLabel));
+            }
+            catch (e) {
+                throw await this.mountFailed(id, merged, e);
+            }
+            return merged;
+        });
+    }
+    plan(id, lowers, readonly, extra, mountLabel) {
+        return (0, layout_1.planMount)({
+            home: this.home,
+            id,
+            lowers,
+            readonly,
+            indexOff: this.features.indexOff,
+            userxattr: this.features.userxattr,
+            extra,
+            ...(mountLabel !== undefined ? { mountLabel } : {}),
+            pageSize: this.pageSize,
+        });
+    }
+    /** Undoes the count and the mount point of a failed first get; returns the error to throw. */
+    async mountFailed(id, merged, e) {
+        await this.refs.decrement(id, async () => false).catch(() => undefined);
+        await fs.rmdir(merged).catch(() => undefined);
+        // Native errors keep code/errno/syscall/path; the message gains the layer (jest realms defeat instanceof).
+        const ne = e;
+        if (typeof e === 'object' && e !== null && typeof ne.errno === 'number' && typeof ne.message === 'string') {
+            ne.message = `overlay2: mounting layer ${JSON.stringify(id)}: ${ne.message}`;
+        }
+        return e;
+    }
+    /** Runs one mount plan: mount(2) for absolute data, mountFrom (or mount(8) run in the home) for relative. */
+    async mountPlan(plan) {
+        if (plan.from === undefined) {
+            await this.b.mount('overlay', plan.target, 'overlay', plan.flags, plan.data);
+            return;
+        }
+        if (!this.noMountFrom) {
+            try {
+                await this.b.mountFrom(plan.from, 'overlay', plan.target, 'overlay', plan.flags, plan.data);
+                return;
+            }
+            catch (e) {
+                if (errCode(e) !== 'ERR_NATIVE_MISSING')
+                    throw e;
+                this.noMountFrom = true;
+            }
+        }
+        await mountWithTool(plan);
+    }
+    /** Releases one get; the last one unmounts (MNT_DETACH) and removes `merged`, as Docker does. */
+    async put(id) {
+        checkLayerId(id);
+        this.checkOpen();
+        await this.locks.run(id, async () => {
+            const dir = this.dir(id);
+            const lowers = await this.readLowers(id);
+            if (lowers === null) {
+                await this.refs.decrement(id, async () => false);
+                return;
+            }
+            const merged = path.join(dir, layout_1.MERGED_DIR);
+            if ((await this.refs.decrement(id, () => this.isMounted(merged))) > 0)
+                return;
+            try {
+                await this.b.umount(merged, constants_1.UmountFlags.MNT_DETACH);
+            }
+            catch (e) {
+                if (errCode(e) !== 'EINVAL' && !MISSING.has(errCode(e) ?? ''))
+                    throw e;
+            }
+            // Removing the mount point also drops copies of the mount in other mount namespaces (kernel 3.18+).
+            await fs.rmdir(merged).catch(() => undefined);
+        });
+    }
+    /** Removes the layer: refused while it is mounted or other layers are built on it. */
+    async remove(id) {
+        checkLayerId(id);
+        this.checkOpen();
+        await this.locks.run(id, async () => {
+            this.checkOpen();
+            const n = this.refs.count(id);
+            if (n > 0)
+                throw new errors_2.LayerInUseError(id, `it is mounted (${n} get${n === 1 ? '' : 's'} without put)`);
+            const h = this.holds.get(id) ?? 0;
+            if (h > 0)
+                throw new errors_2.LayerInUseError(id, `${h} diff operation${h === 1 ? ' is' : 's are'} reading it`);
+            const merged = path.join(this.dir(id), layout_1.MERGED_DIR);
+            if (await this.isMounted(merged))
+                throw new errors_2.LayerInUseError(id, `${merged} is mounted`);
+            const doomed = path.join(this.home, `${REMOVING_PREFIX}${id}-${suffix()}`);
+            await this.graphLock.run('', async () => {
+                await this.graph.ensureLoaded();
+                const kids = this.graph.children(id);
+                if (kids.length > 0) {
+                    const shown = kids.slice(0, 3).map((k) => JSON.stringify(k)).join(', ');
+                    throw new errors_2.LayerInUseError(id, `it is the parent of ${kids.length} layer${kids.length === 1 ? '' : 's'} (${shown}${kids.length > 3 ? ', ...' : ''})`);
+                }
+                try {
+                    await fs.rename(this.dir(id), doomed);
+                }
+                catch (e) {
+                    if (MISSING.has(errCode(e) ?? ''))
+                        throw new errors_2.LayerNotFoundError(id);
+                    throw e;
+                }
+                this.graph.drop(id);
+                this.infoCache.delete(id);
+                this.committed.delete(id);
+                this.fresh.delete(id);
+            });
+            this.refs.reset(id);
+            this.features.quota?.forget(id);
+            const link = (await readOptional(path.join(doomed, layout_1.LINK_FILE)))?.trim();
+            if (link !== undefined && link !== '' && /^[A-Za-z0-9]{1,64}$/.test(link)) {
+                const linkPath = path.join(this.home, layout_1.LINK_DIR, link);
+                // Only the symlink that points at this layer: a damaged link file must not remove another layer's link.
+                const target = await fs.readlink(linkPath).catch(() => null);
+                if (target === path.join('..', id, layout_1.DIFF_DIR))
+                    await fs.rm(linkPath, { force: true });
+            }
+            await removeTree(doomed);
+        });
+    }
+    async exists(id) {
+        checkLayerId(id);
+        return isDirectory(this.dir(id));
+    }
+    /**
+     * Marks the layer busy for a native diff operation that reads or writes `diff/` without a mount; the returned
+     * function (idempotent) releases it. LayerNotFoundError when the layer does not exist.
+     */
+    async hold(id) {
+        checkLayerId(id);
+        this.checkOpen();
+        return this.locks.run(id, async () => {
+            if (!(await isDirectory(this.dir(id))))
+                throw new errors_2.LayerNotFoundError(id);
+            this.holds.set(id, (this.holds.get(id) ?? 0) + 1);
+            let released = false;
+            return () => {
+                if (released)
+                    return;
+                released = true;
+                const n = (this.holds.get(id) ?? 1) - 1;
+                if (n <= 0)
+                    this.holds.delete(id);
+                else
+                    this.holds.set(id, n);
+            };
+        });
+    }
+    /** Docker's keys, in Docker's order. */
+    async status() {
+        const f = this.features;
+        return [
+            ['Backing Filesystem', f.backingFs],
+            ['Supports d_type', String(f.supportsDType)],
+            ['Using metacopy', String(f.usingMetacopy)],
+            ['Native Overlay Diff', String(f.nativeDiff.ok)],
+            ['userxattr', String(f.userxattr)],
+        ];
+    }
+    /** LowerDir (absent for base layers), MergedDir, UpperDir, WorkDir, as Docker. */
+    async getMetadata(id) {
+        checkLayerId(id);
+        const dir = this.dir(id);
+        if (!(await isDirectory(dir)))
+            throw new errors_2.LayerNotFoundError(id);
+        const lowers = await this.lowerDirs(id);
+        const out = {};
+        if (lowers.length > 0)
+            out.LowerDir = lowers.join(':');
+        out.MergedDir = path.join(dir, layout_1.MERGED_DIR);
+        out.UpperDir = path.join(dir, layout_1.DIFF_DIR);
+        out.WorkDir = path.join(dir, layout_1.WORK_DIR);
+        return out;
+    }
+    /** Unmounts every mount below the home (deepest first) and forgets the counts; the driver is closed afterwards. */
+    async cleanup() {
+        if (!this.closed)
+            await fsClose(this.homeFd).catch(() => undefined);
+        this.closed = true;
+        const failures = [];
+        for (const m of (0, mountinfo_1.mountsBelow)(await this.probe.mountInfo(), this.realHome)) {
+            try {
+                await this.b.umount(m.mountPoint, constants_1.UmountFlags.MNT_DETACH);
+            }
+            catch (e) {
+                if (errCode(e) !== 'EINVAL' && !MISSING.has(errCode(e) ?? ''))
+                    failures.push(e);
+                continue;
+            }
+            if (path.basename(m.mountPoint) === layout_1.MERGED_DIR)
+                await fs.rmdir(m.mountPoint).catch(() => undefined);
+        }
+        for (const id of this.refs.active())
+            this.refs.reset(id);
+        if (failures.length > 0) {
+            throw new errors_1.GraphdriverError('ERR_CLEANUP', `overlay2: ${failures.length} mount(s) below ${this.home} could not be unmounted`, { cause: failures[0] });
+        }
+    }
+    /** Size of the layer's own files (`diff/`): non-directories, hardlinked inodes once (Docker's directory.Size). */
+    async upperSize(id) {
+        const entries = await this.b.scanTree(path.join(this.dir(id), layout_1.DIFF_DIR), { sort: false });
+        const seen = new Set();
+        let size = 0;
+        for (const e of entries) {
+            if ((e.mode & constants_1.FileType.S_IFMT) === constants_1.FileType.S_IFDIR)
+                continue;
+            if (e.nlink > 1) {
+                const key = `${e.dev}:${e.ino}`;
+                if (seen.has(key))
+                    continue;
+                seen.add(key);
+            }
+            size += e.size;
+        }
+        return size;
+    }
+}
+exports.Overlay2ProtoDriver = Overlay2ProtoDriver;
+/**
+ * Relative mount through util-linux mount(8) run in the home, for addons without mountFrom (Docker forks a
+ * helper for the same reason). The kernel's errno is not available this way; mount(8)'s message is kept.
+ */
+function mountWithTool(plan) {
+    return new Promise((resolve, reject) => {
+        const data = [plan.data, ...plan.flagOptions].join(',');
+        const child = (0, node_child_process_1.spawn)('mount', ['-n', '-i', '-t', 'overlay', '-o', data, 'overlay', plan.target], {
+            cwd: plan.from,
+            stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        let stderr = '';
+        child.stderr.on('data', (c) => {
+            if (stderr.length < 4096)
+                stderr += c.toString();
+        });
+        child.on('error', (e) => reject(new errors_1.GraphdriverError('ERR_MOUNT', `overlay2: cannot run mount(8) for ${plan.target}: ${e.message}`, { cause: e })));
+        child.on('close', (code) => {
+            if (code === 0)
+                resolve();
+            else
+                reject(Object.assign(new errors_1.GraphdriverError('ERR_MOUNT', `overlay2: mount(8) of ${plan.target} failed (exit ${code}): ${stderr.trim()}`), { syscall: 'mount', path: 'overlay' }));
+        });
+    });
+}
+/**
+ * The overlay2 graph driver: {@link Overlay2ProtoDriver} plus diffs read straight from the layer's `diff/`
+ * directory (overlay whiteouts and opaque directories turned into `.wh.` entries) when the kernel's overlay
+ * allows it and the diff is against the layer's own parent, naive diffs (mounted trees compared) otherwise.
+ */
+class Overlay2Driver extends naive_diff_driver_1.NaiveDiffDriver {
+    ovl;
+    b;
+    constructor(ovl, b) {
+        super(ovl, { bindings: b, format: 'naive' });
+        this.ovl = ovl;
+        this.b = b;
+    }
+    /**
+     * Opens the driver at `home` (`<root>/overlay2`). Throws NotSupportedError when the kernel has no overlay,
+     * IncompatibleFsError on aufs/overlay/zfs/ecryptfs or without d_type, InvalidOptionError for unknown options
+     * (`overlay2.size`, `overlay2.override_kernel_check`, `overlay2.mountopt` are known) and for a size without
+     * xfs project quotas.
+     */
+    static async init(home, options = [], deps = {}) {
+        const b = deps.bindings ?? (0, bindings_1.loadBindings)();
+        const proto = await Overlay2ProtoDriver.open(home, options, { ...deps, bindings: b });
+        return new Overlay2Driver(proto, b);
+    }
+    /** The driver home. */
+    get home() {
+        return this.ovl.home;
+    }
+    /** `<home>/<id>` (whether or not it exists). */
+    dir(id) {
+        return this.ovl.dir(id);
+    }
+    /** Whether diffs are read natively from upper directories (status "Native Overlay Diff"). */
+    get nativeDiff() {
+        return this.ovl.nativeDiff;
+    }
+    /** Why native diff is off ('' when it is on). */
+    get nativeDiffReason() {
+        return this.ovl.features.nativeDiff.reason;
+    }
+    async useNative(id, parent) {
+        checkLayerId(id);
+        const p = checkParentId(parent);
+        if (!this.ovl.nativeDiff)
+            return false;
+        return this.ovl.isParent(id, p);
+    }
+    upper(id) {
+        return path.join(this.ovl.dir(id), layout_1.DIFF_DIR);
+    }
+    /** Runs native work on the layer's `diff/` while remove refuses the layer. */
+    async holding(id, fn) {
+        const release = await this.ovl.hold(id);
+        try {
+            return await fn();
+        }
+        finally {
+            release();
+        }
+    }
+    /** The layer stays held (not removable) until the stream ends, fails or is destroyed. */
+    async diff(id, parent) {
+        if (!(await this.useNative(id, parent)))
+            return super.diff(id, parent);
+        const release = await this.ovl.hold(id);
+        try {
+            const stream = (0, diff_1.exportUpper)(this.upper(id), 'overlay', { bindings: this.b });
+            // Released synchronously on end/error/close, before listeners added later see the stream finish.
+            stream.once('end', release);
+            stream.once('error', release);
+            stream.once('close', release);
+            return stream;
+        }
+        catch (e) {
+            release();
+            throw e;
+        }
+    }
+    async changes(id, parent) {
+        if (!(await this.useNative(id, parent)))
+            return super.changes(id, parent);
+        try {
+            return await this.holding(id, async () => (0, changes_1.changesUpper)(this.upper(id), await this.ovl.lowerDirs(id), 'overlay', { bindings: this.b }));
+        }
+        catch (e) {
+            // Redirects or metacopy entries (set up by another tool, or a kernel default) cannot be read natively.
+            if (e instanceof changes_1.NativeDiffUnsupportedError)
+                return super.changes(id, parent);
+            throw e;
+        }
+    }
+    /** Extracts the diff into `diff/` in overlay format; resolves to the size of `diff/`, as Docker. */
+    async applyDiff(id, parent, diff) {
+        if (!(await this.useNative(id, parent)))
+            return super.applyDiff(id, parent, diff);
+        return this.holding(id, async () => {
+            await (0, apply_1.applyLayer)(this.upper(id), diff, { format: 'overlay', bindings: this.b });
+            return this.ovl.upperSize(id);
+        });
+    }
+    async diffSize(id, parent) {
+        if (!(await this.useNative(id, parent)))
+            return super.diffSize(id, parent);
+        return this.holding(id, () => this.ovl.upperSize(id));
+    }
+}
+exports.Overlay2Driver = Overlay2Driver;
+//# sourceMappingURL=overlay2-driver.js.map
