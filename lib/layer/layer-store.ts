@@ -25,7 +25,7 @@ import { decompressStream, detectCompression, type DecompressLimits } from '../a
 import type { CreateOpts, Driver } from '../drivers/driver';
 import { InvalidArchiveError } from '../errors';
 import { DigestMismatchError, InvalidStoreIdError, LayerInUseError, LayerNotFoundError, StoreCorruptError } from '../storage/errors';
-import { errCode, fsyncDir, Mutex, randomHex, readDirIfExists, readTextIfExists, writeNewFile, type SyncOpts } from '../storage/fsutil';
+import { errCode, fsyncDir, fsyncFile, Mutex, randomHex, readDirIfExists, readTextIfExists, writeNewFile, type SyncOpts } from '../storage/fsutil';
 import { chainIdOf, checkDigest, DIGEST_RE, digestHex, HEX64_RE } from './digest';
 
 /** A published read-only layer. */
@@ -148,6 +148,8 @@ export class LayerStore {
   private readonly layers = new Map<string, LayerRec>();
   private readonly rw = new Map<string, RWLayer>();
   private readonly meta = new Mutex();
+  /** Driver ids being created by operations in progress (not orphans, whatever verify sees meanwhile). */
+  private readonly inFlight = new Set<string>();
   private readonly syncOpts: SyncOpts;
   private readonly warn: (m: string) => void;
   /** Entries that could not be loaded at open. */
@@ -265,14 +267,17 @@ export class LayerStore {
     return ids;
   }
 
-  /** Removes a driver layer that may be missing or left mounted by a dead process. */
-  private async removeDriverLayer(id: string): Promise<void> {
+  /**
+   * Removes a driver layer that may be missing. With `unmountStale`, a layer still mounted (by a process that
+   * died: the store lock rules out a live one) is unmounted first.
+   */
+  private async removeDriverLayer(id: string, unmountStale: boolean): Promise<void> {
     if (!(await this.driver.exists(id))) return;
     try {
       await this.driver.remove(id);
     } catch (e) {
       if (errCode(e) === 'ERR_LAYER_NOT_FOUND') return;
-      if (errCode(e) !== 'ERR_LAYER_IN_USE') throw e;
+      if (errCode(e) !== 'ERR_LAYER_IN_USE' || !unmountStale) throw e;
       // Mounted by a process that died: a put without get adopts the kernel mount and unmounts it.
       await this.driver.put(id).catch(() => undefined);
       await this.driver.remove(id);
@@ -294,7 +299,7 @@ export class LayerStore {
           const v = (await readTextIfExists(path.join(dir, f)).catch(() => null))?.trim();
           if (v !== undefined && DRIVER_ID.test(v)) ids.push(v);
         }
-        for (const id of ids) if (!live.has(id)) await this.removeDriverLayer(id);
+        for (const id of ids) if (!live.has(id)) await this.removeDriverLayer(id, true);
         await fs.rm(dir, { recursive: true, force: true });
       } catch (e) {
         this.warn(`could not roll back ${dir}: ${(e as Error).message}`);
@@ -381,8 +386,9 @@ export class LayerStore {
     if (parent !== null) checkDigest(parent, 'parent chain id');
     if (opts.expectedDiffId !== undefined) checkDigest(opts.expectedDiffId, 'diff id');
     const parentRec = await this.pin(parent);
+    const cacheId = randomHex();
+    this.inFlight.add(cacheId);
     try {
-      const cacheId = randomHex();
       const ws = path.join(this.tmpDir, `write-set-${randomHex(16)}`);
       await fs.mkdir(ws, { mode: 0o700 });
       // Recorded before the driver layer exists, so that a crash from here on is rolled back at open.
@@ -400,13 +406,16 @@ export class LayerStore {
         }
         const chainId = chainIdOf(parent, diffId);
         const extra = opts.extraFiles ? await opts.extraFiles(diffId) : {};
+        const files: Record<string, Buffer | string> = {};
         for (const [name, data] of Object.entries(extra)) {
           if (!EXTRA_NAME.test(name) || OWN_FILES.has(name)) throw new TypeError(`invalid layer metadata file name ${JSON.stringify(name)}`);
-          await writeNewFile(path.join(ws, name), data, this.syncOpts);
+          files[name] = data;
         }
-        await writeNewFile(path.join(ws, 'diff'), diffId, this.syncOpts);
-        await writeNewFile(path.join(ws, 'size'), String(size), this.syncOpts);
-        if (parent !== null) await writeNewFile(path.join(ws, 'parent'), parent, this.syncOpts);
+        files.diff = diffId;
+        files.size = String(size);
+        if (parent !== null) files.parent = parent;
+        // Written (and fsynced) concurrently: the journal commits them together.
+        await Promise.all(Object.entries(files).map(([name, data]) => writeNewFile(path.join(ws, name), data, this.syncOpts)));
         await fsyncDir(ws, this.syncOpts);
         const result = await this.meta.run(async (): Promise<RegisteredLayer> => {
           const existing = this.layers.get(chainId);
@@ -440,6 +449,7 @@ export class LayerStore {
         throw e;
       }
     } finally {
+      this.inFlight.delete(cacheId);
       await this.unpin(parentRec);
     }
   }
@@ -447,7 +457,7 @@ export class LayerStore {
   /** Removes an unpublished driver layer and its write set; on failure the write set stays for the next open. */
   private async discard(ws: string, cacheId: string): Promise<void> {
     try {
-      await this.removeDriverLayer(cacheId);
+      await this.removeDriverLayer(cacheId, true);
       await fs.rm(ws, { recursive: true, force: true });
     } catch (e) {
       this.warn(`could not remove unpublished layer ${cacheId} (left for the next open): ${(e as Error).message}`);
@@ -578,7 +588,7 @@ export class LayerStore {
     await fs.rename(dir, doomed);
     await fsyncDir(this.layersDir, this.syncOpts);
     try {
-      await this.removeDriverLayer(r.cacheId);
+      await this.removeDriverLayer(r.cacheId, false);
     } catch (e) {
       await fs.rename(doomed, dir);
       await fsyncDir(this.layersDir, this.syncOpts);
@@ -611,6 +621,7 @@ export class LayerStore {
     });
     const mountId = randomHex();
     const rw: RWLayer = { containerId, mountId, initId: `${mountId}-init`, parent };
+    this.inFlight.add(rw.mountId).add(rw.initId);
     const createOpts: CreateOpts = {};
     if (opts.mountLabel !== undefined) createOpts.mountLabel = opts.mountLabel;
     if (opts.storageOpt !== undefined) createOpts.storageOpt = opts.storageOpt;
@@ -618,11 +629,16 @@ export class LayerStore {
     let published = false;
     try {
       await fs.mkdir(ws, { mode: 0o700 });
-      await writeNewFile(path.join(ws, 'mount-id'), rw.mountId, this.syncOpts);
-      await writeNewFile(path.join(ws, 'init-id'), rw.initId, this.syncOpts);
-      if (parent !== null) await writeNewFile(path.join(ws, 'parent'), parent, this.syncOpts);
-      await fsyncDir(ws, this.syncOpts);
-      await fsyncDir(this.tmpDir, this.syncOpts);
+      // Not fsynced yet: the ids only need to survive a crash of the process (a power cut before the sync can
+      // leave driver layers no metadata names, which verify() reports and repairs). They are synced before the
+      // publishing rename, together with the caller's own metadata, to keep container creation fast.
+      const files: Array<[string, string]> = [
+        ['mount-id', rw.mountId],
+        ['init-id', rw.initId],
+      ];
+      if (parent !== null) files.push(['parent', parent]);
+      const noSync = { sync: false };
+      await Promise.all(files.map(([f, v]) => writeNewFile(path.join(ws, f), v, noSync)));
       await this.driver.createReadWrite(rw.initId, parentRec?.cacheId ?? null, createOpts);
       if (opts.init) {
         const root = await this.driver.get(rw.initId, opts.mountLabel !== undefined ? { mountLabel: opts.mountLabel } : undefined);
@@ -633,7 +649,11 @@ export class LayerStore {
         }
       }
       await this.driver.createReadWrite(rw.mountId, rw.initId, createOpts);
-      await opts.beforePublish?.({ ...rw });
+      await Promise.all([
+        ...files.map(([f]) => fsyncFile(path.join(ws, f), this.syncOpts)),
+        fsyncDir(ws, this.syncOpts),
+        opts.beforePublish?.({ ...rw }),
+      ]);
       await this.meta.run(async () => {
         await fs.rename(ws, path.join(this.mountsDir, containerId));
         published = true;
@@ -645,8 +665,8 @@ export class LayerStore {
     } catch (e) {
       if (!published) {
         try {
-          await this.removeDriverLayer(rw.mountId);
-          await this.removeDriverLayer(rw.initId);
+          await this.removeDriverLayer(rw.mountId, true);
+          await this.removeDriverLayer(rw.initId, true);
           await fs.rm(ws, { recursive: true, force: true });
         } catch (ce) {
           this.warn(`could not remove the layers of a failed container creation (left for the next open): ${(ce as Error).message}`);
@@ -654,15 +674,19 @@ export class LayerStore {
       }
       throw e;
     } finally {
+      this.inFlight.delete(rw.mountId);
+      this.inFlight.delete(rw.initId);
       await this.unpin(parentRec);
     }
   }
 
   /**
    * Deletes a container's read-write and init layers and its metadata; the parent layer is released (and
-   * deleted if nothing else holds it). The layers must not be mounted. Resolves to the deleted chains.
+   * deleted if nothing else holds it). The layers must not be mounted, unless `unmountStale` says that mounts
+   * this process does not hold are leftovers of a dead process, to be unmounted. Resolves to the deleted chains.
    */
-  async releaseRWLayer(containerId: string): Promise<string[]> {
+  async releaseRWLayer(containerId: string, opts: { unmountStale?: boolean } = {}): Promise<string[]> {
+    const stale = opts.unmountStale ?? false;
     return this.meta.run(async () => {
       const m = this.rw.get(containerId);
       if (!m) throw new InvalidStoreIdError('container id (no such container layer)', containerId);
@@ -671,13 +695,18 @@ export class LayerStore {
       await fs.rename(dir, doomed);
       await fsyncDir(this.mountsDir, this.syncOpts);
       try {
-        await this.removeDriverLayer(m.mountId);
-        await this.removeDriverLayer(m.initId);
+        await this.removeDriverLayer(m.mountId, stale);
+        await this.removeDriverLayer(m.initId, stale);
       } catch (e) {
-        // Still there (e.g. mounted elsewhere): published again unless the rw layer is already gone.
         if (await this.driver.exists(m.mountId)) {
+          // Nothing removed (e.g. the rw layer is mounted): the container is published again, unchanged.
           await fs.rename(doomed, dir);
           await fsyncDir(this.mountsDir, this.syncOpts);
+        } else {
+          // Half removed: the container is gone; its entry in tmp/ finishes the removal at the next open.
+          this.rw.delete(containerId);
+          const p = m.parent === null ? undefined : this.layers.get(m.parent);
+          if (p) p.containers--;
         }
         throw e;
       }
@@ -714,9 +743,11 @@ export class LayerStore {
     return [...this.layers.values()].filter((r) => this.unreferenced(r)).map((r) => r.chainId).sort();
   }
 
-  /** Driver ids used by published metadata. */
+  /** Driver ids used by published metadata or by operations in progress. */
   driverIds(): Set<string> {
-    return this.liveDriverIds();
+    const ids = this.liveDriverIds();
+    for (const id of this.inFlight) ids.add(id);
+    return ids;
   }
 
   /**
@@ -745,8 +776,8 @@ export class LayerStore {
           if (m.parent !== r.chainId) continue;
           const doomed = path.join(this.tmpDir, `remove-${randomHex(16)}`);
           await fs.rename(path.join(this.mountsDir, m.containerId), doomed);
-          await this.removeDriverLayer(m.mountId).catch(() => undefined);
-          await this.removeDriverLayer(m.initId).catch(() => undefined);
+          await this.removeDriverLayer(m.mountId, true).catch(() => undefined);
+          await this.removeDriverLayer(m.initId, true).catch(() => undefined);
           await fs.rm(doomed, { recursive: true, force: true });
           this.rw.delete(m.containerId);
           out.containers.push(m.containerId);
@@ -754,7 +785,7 @@ export class LayerStore {
         for (const c of [...this.layers.values()]) if (c.parent === r.chainId) await drop(c);
         const doomed = path.join(this.tmpDir, `remove-${randomHex(16)}`);
         await fs.rename(path.join(this.layersDir, digestHex(r.chainId)), doomed);
-        await this.removeDriverLayer(r.cacheId).catch(() => undefined);
+        await this.removeDriverLayer(r.cacheId, true).catch(() => undefined);
         await fs.rm(doomed, { recursive: true, force: true });
         this.layers.delete(r.chainId);
         if (r.parent !== null) {

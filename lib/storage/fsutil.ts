@@ -33,6 +33,17 @@ export async function fsyncDir(dir: string, o: SyncOpts): Promise<void> {
   }
 }
 
+/** fsyncs a file written earlier without sync. */
+export async function fsyncFile(file: string, o: SyncOpts): Promise<void> {
+  if (!o.sync) return;
+  const h = await fs.open(file, fs.constants.O_RDONLY);
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}
+
 /** Creates `file` (which must not exist) with `data`, fsynced. */
 export async function writeNewFile(file: string, data: string | Buffer, o: SyncOpts, mode = 0o644): Promise<void> {
   const h = await fs.open(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode);

@@ -104,6 +104,7 @@ export class StoreLock {
     const start = Date.now();
     const content = ownContent();
     await fs.mkdir(path.dirname(file), { recursive: true });
+    await StoreLock.sweepTemps(file);
     for (;;) {
       const holder = await StoreLock.tryCreate(file, content);
       if (holder === 'acquired') {
@@ -132,7 +133,7 @@ export class StoreLock {
    * without its pid. Resolves to 'acquired', or to the current holder (null when unreadable).
    */
   private static async tryCreate(file: string, content: string): Promise<'acquired' | LockHolder | null> {
-    const tmp = `${file}.${randomHex(6)}.tmp`;
+    const tmp = `${file}.${process.pid}.${randomHex(6)}.tmp`;
     await fs.writeFile(tmp, content, { mode: 0o644, flag: 'wx' });
     try {
       await fs.link(tmp, file);
@@ -147,6 +148,21 @@ export class StoreLock {
     } catch (e) {
       if (errCode(e) === 'ENOENT') return StoreLock.tryCreate(file, content);
       throw e;
+    }
+  }
+
+  /** Removes temp files of lock attempts by processes that died between creating and removing them. */
+  private static async sweepTemps(file: string): Promise<void> {
+    const base = path.basename(file);
+    let names: string[];
+    try {
+      names = await fs.readdir(path.dirname(file));
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      const m = n.startsWith(`${base}.`) ? /^(\d{1,10})\.[0-9a-f]+\.(?:tmp|stale)$/.exec(n.slice(base.length + 1)) : null;
+      if (m && !holderAlive({ pid: Number(m[1]), startTime: null })) await fs.unlink(path.join(path.dirname(file), n)).catch(() => undefined);
     }
   }
 
@@ -166,7 +182,7 @@ export class StoreLock {
    * mistake is linked back.
    */
   private static async breakStale(file: string, stale: LockHolder | null): Promise<void> {
-    const aside = `${file}.${randomHex(6)}.stale`;
+    const aside = `${file}.${process.pid}.${randomHex(6)}.stale`;
     try {
       await fs.rename(file, aside);
     } catch (e) {

@@ -1,0 +1,7 @@
+/**
+ * The layer store: content-addressed layers (diffID, chainID) and container layers on a graph driver.
+ * @module
+ */
+export * from './layer-store';
+export { chainIdOf, chainIds, sha256Digest, EMPTY_LAYER_DIFF_ID } from './digest';
+export { listDriverLayers } from './driver-layers';

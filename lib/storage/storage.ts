@@ -1,0 +1,663 @@
+/**
+ * The daemon-free store: a graph driver plus Docker's layer, image and container metadata under one root.
+ *
+ * Layout of `<root>` (as /var/lib/docker):
+ * - `graphdriver.lock`: inter-process lock (see {@link StoreLock});
+ * - `<driver>/`: the driver home;
+ * - `image/<driver>/layerdb/`, `image/<driver>/imagedb/`, `image/<driver>/repositories.json`: see
+ *   {@link LayerStore} and {@link ImageStore};
+ * - `containers/<id>.json`: container records (see {@link ContainerStore}).
+ *
+ * The three flows of Docker's storage: registering layers (import, and later load/pull), creating a container
+ * (init layer + read-write layer), committing a container (its diff registered as a new layer on the image's top
+ * layer, plus a new image config).
+ * @module
+ */
+import * as fsSync from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import type { Readable } from 'node:stream';
+
+import { changesDirs } from '../archive/changes';
+import type { Change } from '../archive/change';
+import { exportChanges } from '../archive/diff';
+import type { Driver, MountOpts } from '../drivers/driver';
+import { newDriver } from '../drivers/registry';
+// Registers the built-in drivers with the registry.
+import '../drivers';
+import { setupInitLayer } from '../container/init-layer';
+import { ContainerStore, CONTAINER_NAME_RE, type Container } from '../container/container-store';
+import { childConfig, goTime, importConfig, parseImageConfig, serializeConfig, type ImageConfig, type ImportConfigOptions } from '../image/config';
+import { ImageStore, type Image, type ImageProblem } from '../image/image-store';
+import { normalizeReference } from '../image/reference';
+import { listDriverLayers } from '../layer/driver-layers';
+import { LayerStore, type Layer, type RegisteredLayer, type RegisterOptions, type LayerReferences } from '../layer/layer-store';
+import type { NativeBindings } from '../native/types';
+import { ContainerNameInUseError, ImageInUseError, InvalidReferenceError, StoreClosedError } from './errors';
+import { errCode, Mutex, randomHex } from './fsutil';
+import { StoreLock } from './lock';
+
+/** Options of {@link Storage.open}. */
+export interface StorageOptions {
+  /** The store root (created when missing). */
+  root: string;
+  /** Driver name; default: the driver whose home holds state, else the first that works (overlay2 ... vfs). */
+  driver?: string;
+  /** Docker `--storage-opt` strings for the driver. */
+  driverOptions?: string[];
+  /** Native bindings (default: the real addon). */
+  bindings?: NativeBindings;
+  /** Wait up to this many ms for another process holding the store (default 0: fail with ERR_STORE_LOCKED). */
+  lockTimeout?: number;
+  /** fsync metadata writes (default true). Turning it off keeps atomicity against crashes of the process, not power loss. */
+  sync?: boolean;
+  /** Reports non-fatal problems (e.g. leftovers that could not be rolled back at open). */
+  onWarning?: (message: string) => void;
+}
+
+/** Options of {@link Storage.importImage}. */
+export interface ImportImageOptions extends ImportConfigOptions {
+  /** Reference to tag the image with (`name[:tag]`). */
+  reference?: string;
+}
+
+/** Options of {@link Storage.createContainer}. */
+export interface CreateContainerOptions {
+  /** Unique name (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`). */
+  name?: string;
+  /** Per-container driver options such as `{ size: '10G' }`. */
+  storageOpt?: Record<string, string>;
+  /** SELinux mount label. */
+  mountLabel?: string;
+}
+
+/** Options of {@link Storage.commitContainer}. */
+export interface CommitOptions {
+  /** Reference to tag the new image with. */
+  reference?: string;
+  /** Commit message: the history entry's comment (`docker commit -m`). */
+  message?: string;
+  /** History `created_by` (default 'graphdriver commit'). */
+  createdBy?: string;
+  /** Author (`docker commit -a`). */
+  author?: string;
+  /** Container config of the new image (default: the parent image's). */
+  config?: Record<string, unknown>;
+  /** Receives the diff tar as it is registered (progress, or keeping a copy of the new layer). */
+  onData?: (chunk: Buffer) => void;
+}
+
+/** Options of {@link Storage.removeImage}. */
+export interface RemoveImageOptions {
+  /** Remove even when containers use the image or it has several references (Docker's soft conflicts). */
+  force?: boolean;
+  /** Also delete parent images left untagged and unused (default true, as `docker rmi`). */
+  prune?: boolean;
+}
+
+/** What {@link Storage.removeImage} did. */
+export interface RemoveImageResult {
+  /** References removed. */
+  untagged: string[];
+  /** Image ids deleted. */
+  deleted: string[];
+  /** Layer chains deleted because nothing held them any more. */
+  deletedLayers: string[];
+}
+
+/** What {@link Storage.verify} found (and, with `repair`, fixed). */
+export interface VerifyReport {
+  /** True when nothing is wrong (after the repair, when one was asked for). */
+  ok: boolean;
+  /** Interrupted work in `layerdb/tmp` that could not be rolled back. */
+  incomplete: string[];
+  /** Layer or container metadata that cannot be read. */
+  corruptMetadata: Array<{ path: string; reason: string }>;
+  /** Metadata whose driver layer is missing. */
+  missingDriverLayers: Array<{ kind: 'layer' | 'container'; id: string; driverId: string }>;
+  /** Driver layers no metadata refers to. */
+  orphanDriverLayers: string[];
+  /** Images whose config does not match its id or cannot be parsed. */
+  corruptImages: ImageProblem[];
+  /** Images whose layers are missing. */
+  danglingImages: ImageProblem[];
+  /** References to missing images. */
+  danglingReferences: ImageProblem[];
+  /** Container records that cannot be read, or container layers without a record. */
+  corruptContainers: Array<{ path: string; reason: string }>;
+  /** Layers that nothing holds (not an error: e.g. registered and never used; removed with `prune`). */
+  unreferencedLayers: string[];
+  /** What the repair removed. */
+  repaired: string[];
+}
+
+/** Options of {@link Storage.verify}. */
+export interface VerifyOptions {
+  /** Remove what is broken: orphan driver layers, unreadable metadata, images and containers whose layers are gone. */
+  repair?: boolean;
+  /** Also delete unreferenced layers. */
+  prune?: boolean;
+}
+
+/** Docker's stringid.GenerateRandomID: 64 hex, never with an all-digit short form (it would read as a number). */
+function randomId(): string {
+  for (;;) {
+    const id = randomHex();
+    if (!/^\d{12}$/.test(id.slice(0, 12))) return id;
+  }
+}
+
+/** The store; see the module documentation. */
+export class Storage {
+  private closed = false;
+  /** Mounts taken through {@link mountContainer} by this instance, per container id. */
+  private readonly mounted = new Map<string, number>();
+  /** Images with a container creation in progress (removeImage treats them as in use). */
+  private readonly creating = new Map<string, number>();
+  private readonly reservedNames = new Set<string>();
+  private readonly gate = new Mutex();
+
+  private constructor(
+    /** Absolute store root. */
+    readonly root: string,
+    /** The graph driver. */
+    readonly driver: Driver,
+    /** The layer store (registration, references, container layers). */
+    readonly layerStore: LayerStore,
+    /** The image store. */
+    readonly imageStore: ImageStore,
+    private readonly containers: ContainerStore,
+    private readonly lock: StoreLock,
+    private readonly bindings: NativeBindings | undefined,
+  ) {}
+
+  /** Opens (creating when needed) the store at `root`; see {@link StorageOptions}. */
+  static async open(opts: StorageOptions): Promise<Storage> {
+    if (typeof opts?.root !== 'string' || opts.root === '') throw new TypeError('Storage.open: root must be a non-empty path');
+    const root = path.resolve(opts.root);
+    await fs.mkdir(root, { recursive: true, mode: 0o711 });
+    const lockOpts = opts.lockTimeout !== undefined ? { timeoutMs: opts.lockTimeout } : {};
+    const lock = await StoreLock.acquire(path.join(root, 'graphdriver.lock'), lockOpts);
+    let driver: Driver | null = null;
+    try {
+      const cfg: Parameters<typeof newDriver>[0] = { root, options: opts.driverOptions ?? [] };
+      if (opts.driver !== undefined) cfg.name = opts.driver;
+      if (opts.bindings !== undefined) cfg.bindings = opts.bindings;
+      driver = await newDriver(cfg);
+      const sync = opts.sync ?? true;
+      const imageDir = path.join(root, 'image', driver.name);
+      const layerOpts: Parameters<typeof LayerStore.open>[0] = { driver, dir: path.join(imageDir, 'layerdb'), sync };
+      if (opts.onWarning) layerOpts.onWarning = opts.onWarning;
+      const layers = await LayerStore.open(layerOpts);
+      const images = await ImageStore.open({ dir: imageDir, layers, sync });
+      const containers = await ContainerStore.open(path.join(root, 'containers'), driver.name, (id) => layers.getRWLayer(id) !== null, sync);
+      return new Storage(root, driver, layers, images, containers, lock, opts.bindings);
+    } catch (e) {
+      if (driver) await driver.cleanup().catch(() => undefined);
+      await lock.release().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private check(): void {
+    if (this.closed) throw new StoreClosedError();
+  }
+
+  // ---- layers ----
+
+  /** Registers a layer tar (uncompressed, gzip or zstd) on `parent` and takes a handle on it; see {@link LayerStore.register}. */
+  async registerLayer(tar: Readable | AsyncIterable<Uint8Array>, parent: string | null = null, opts: RegisterOptions = {}): Promise<RegisteredLayer> {
+    this.check();
+    return this.layerStore.register(tar, parent, opts);
+  }
+
+  /** Releases a handle on a layer; see {@link LayerStore.release}. Resolves to the chains deleted. */
+  async releaseLayer(chainId: string): Promise<string[]> {
+    this.check();
+    return this.layerStore.release(chainId);
+  }
+
+  /** A layer by chain id. */
+  async getLayer(chainId: string): Promise<Layer> {
+    this.check();
+    return this.layerStore.get(chainId);
+  }
+
+  /** Who holds a layer. */
+  async layerReferences(chainId: string): Promise<LayerReferences> {
+    this.check();
+    return this.layerStore.references(chainId);
+  }
+
+  /** All layers, sorted by chain id. */
+  async listLayers(): Promise<Layer[]> {
+    this.check();
+    return this.layerStore.list();
+  }
+
+  // ---- images ----
+
+  /**
+   * Imports one tar (a file path, a directory whose content becomes the layer, or a stream; uncompressed, gzip
+   * or zstd) as a one-layer image, like `docker import`.
+   */
+  async importImage(src: string | Readable, opts: ImportImageOptions = {}): Promise<Image> {
+    this.check();
+    if (opts.reference !== undefined) normalizeReference(opts.reference); // invalid references fail before any work
+    let input: Readable;
+    if (typeof src === 'string') {
+      const st = await fs.stat(src);
+      if (st.isDirectory()) {
+        const b = this.bindings ? { bindings: this.bindings } : {};
+        input = exportChanges(src, await changesDirs(src, null, b), b);
+      } else {
+        input = fsSync.createReadStream(src);
+      }
+    } else {
+      input = src;
+    }
+    const layer = await this.layerStore.register(input, null);
+    try {
+      const cfg = importConfig(layer.diffId, opts);
+      const id = await this.imageStore.create(serializeConfig(cfg));
+      if (opts.reference !== undefined) await this.imageStore.tag(id, opts.reference);
+      return this.imageStore.get(id);
+    } finally {
+      await this.layerStore.release(layer.chainId);
+    }
+  }
+
+  /**
+   * Stores an image from its config bytes (its layers must be registered already); resolves to the image. Used by
+   * loaders; the id is the sha256 of the bytes as given.
+   */
+  async createImage(config: Buffer, opts: { reference?: string; parent?: string } = {}): Promise<Image> {
+    this.check();
+    if (opts.reference !== undefined) normalizeReference(opts.reference);
+    const id = await this.imageStore.create(config, opts.parent !== undefined ? { parent: opts.parent } : {});
+    if (opts.reference !== undefined) await this.imageStore.tag(id, opts.reference);
+    return this.imageStore.get(id);
+  }
+
+  /** Points `ref` at the image `src` (a reference, id or id prefix). Resolves to the normalised reference. */
+  async tagImage(src: string, ref: string): Promise<string> {
+    this.check();
+    return this.imageStore.tag(this.imageStore.resolve(src), ref);
+  }
+
+  /** All images, sorted by id. */
+  async listImages(): Promise<Image[]> {
+    this.check();
+    return this.imageStore.list();
+  }
+
+  /** An image by reference (`busybox`, `docker.io/library/busybox:latest`), id (`sha256:...`) or unique id prefix. */
+  async getImage(ref: string): Promise<Image> {
+    this.check();
+    return this.imageStore.get(this.imageStore.resolve(ref));
+  }
+
+  /** The parsed config of an image. */
+  async imageConfig(ref: string): Promise<ImageConfig> {
+    this.check();
+    return this.imageStore.config(this.imageStore.resolve(ref));
+  }
+
+  /**
+   * Removes a reference or an image, with Docker's rules: a reference that is not the image's last one is only
+   * untagged; otherwise the image is deleted unless child images need it (never forceable) or containers use it
+   * or it has several references (unless `force`). A last reference removed from an image still in use leaves the
+   * image untagged, as `docker rmi name` does.
+   */
+  async removeImage(ref: string, opts: RemoveImageOptions = {}): Promise<RemoveImageResult> {
+    this.check();
+    return this.gate.run(async () => {
+      const force = opts.force ?? false;
+      const prune = opts.prune ?? true;
+      const id = this.imageStore.resolve(ref);
+      const out: RemoveImageResult = { untagged: [], deleted: [], deletedLayers: [] };
+      const byName = this.isReferenceFor(ref, id);
+      if (byName !== null) {
+        await this.imageStore.untag(ref);
+        out.untagged.push(byName);
+        if (this.imageStore.referencesOf(id).length > 0) return out;
+        // Last reference gone: delete the image too unless something needs it (then it stays, untagged).
+        if (this.conflict(id, force, false) !== null) return out;
+      } else {
+        const refs = this.imageStore.referencesOf(id);
+        const c = this.conflict(id, force, refs.length > 1);
+        if (c !== null) throw new ImageInUseError(id, c);
+      }
+      await this.deleteImage(id, out, prune);
+      return out;
+    });
+  }
+
+  /** The normalised reference when `ref` named the image by reference (not by id or id prefix), else null. */
+  private isReferenceFor(ref: string, id: string): string | null {
+    if (/^(?:sha256:)?[0-9a-f]{1,64}$/.test(ref) && id.startsWith(ref.startsWith('sha256:') ? ref : `sha256:${ref}`)) {
+      // Could still be a name that happens to be hex: Docker treats it as a reference when one exists.
+      try {
+        return this.imageStore.referencesOf(id).includes(normalizeReference(ref)) ? normalizeReference(ref) : null;
+      } catch {
+        return null;
+      }
+    }
+    try {
+      return normalizeReference(ref);
+    } catch {
+      return null;
+    }
+  }
+
+  /** Why the image cannot be deleted (null: it can). Children are a hard conflict; containers and several references soft. */
+  private conflict(id: string, force: boolean, multipleRefs: boolean): string | null {
+    const kids = this.imageStore.children(id);
+    if (kids.length > 0) return `image has ${kids.length} dependent child image(s)`;
+    if (force) return null;
+    const users = this.containers.usingImage(id);
+    if (users.length > 0) return `used by container(s) ${users.map((c) => c.slice(0, 12)).join(', ')}`;
+    if ((this.creating.get(id) ?? 0) > 0) return 'a container is being created from it';
+    if (multipleRefs) return 'image is referenced in multiple repositories';
+    return null;
+  }
+
+  private async deleteImage(id: string, out: RemoveImageResult, prune: boolean): Promise<void> {
+    const parent = this.imageStore.get(id).parent;
+    for (const r of this.imageStore.referencesOf(id)) out.untagged.push(r);
+    out.deletedLayers.push(...(await this.imageStore.delete(id)));
+    out.deleted.push(id);
+    if (!prune || parent === undefined || !this.imageStore.has(parent)) return;
+    // Docker prunes a parent left dangling: untagged, without children or containers.
+    if (this.imageStore.referencesOf(parent).length === 0 && this.conflict(parent, false, false) === null) {
+      await this.deleteImage(parent, out, prune);
+    }
+  }
+
+  // ---- containers ----
+
+  /**
+   * Creates a container from an image: `createReadWrite('<mountId>-init', top)`, the init files, then
+   * `createReadWrite(mountId, '<mountId>-init')`; metadata published atomically.
+   */
+  async createContainer(image: string, opts: CreateContainerOptions = {}): Promise<Container> {
+    this.check();
+    const name = opts.name;
+    if (name !== undefined && (typeof name !== 'string' || !CONTAINER_NAME_RE.test(name.startsWith('/') ? name.slice(1) : name))) {
+      throw new InvalidReferenceError(String(name), 'invalid container name (use [a-zA-Z0-9][a-zA-Z0-9_.-]+)');
+    }
+    const plainName = name?.startsWith('/') ? name.slice(1) : name;
+    const { imageId, top } = await this.gate.run(async () => {
+      const imageId = this.imageStore.resolve(image);
+      if (plainName !== undefined) {
+        const owner = this.containers.nameOwner(plainName);
+        if (owner !== undefined) throw new ContainerNameInUseError(plainName, owner);
+        if (this.reservedNames.has(plainName)) throw new ContainerNameInUseError(plainName, '(being created)');
+        this.reservedNames.add(plainName);
+      }
+      this.creating.set(imageId, (this.creating.get(imageId) ?? 0) + 1);
+      const layers = this.imageStore.get(imageId).layers;
+      return { imageId, top: layers[layers.length - 1] ?? null };
+    });
+    try {
+      const id = randomId();
+      const record: Container = { id, image: imageId, mountId: '', initId: '', created: goTime(), layer: top };
+      if (plainName !== undefined) record.name = plainName;
+      const createOpts: Parameters<LayerStore['createRWLayer']>[2] = {
+        init: (root) => setupInitLayer(root, this.bindings ? { bindings: this.bindings } : {}),
+        beforePublish: async (rw) => {
+          record.mountId = rw.mountId;
+          record.initId = rw.initId;
+          await this.containers.write(record);
+        },
+      };
+      if (opts.storageOpt !== undefined) createOpts.storageOpt = opts.storageOpt;
+      if (opts.mountLabel !== undefined) createOpts.mountLabel = opts.mountLabel;
+      try {
+        await this.layerStore.createRWLayer(id, top, createOpts);
+      } catch (e) {
+        if (record.mountId !== '') await this.containers.remove(id).catch(() => undefined);
+        throw e;
+      }
+      this.containers.add(record);
+      return this.containers.resolve(id);
+    } finally {
+      await this.gate.run(async () => {
+        if (plainName !== undefined) this.reservedNames.delete(plainName);
+        const n = (this.creating.get(imageId) ?? 1) - 1;
+        if (n <= 0) this.creating.delete(imageId);
+        else this.creating.set(imageId, n);
+      });
+    }
+  }
+
+  /** A container by id, unique id prefix or name. */
+  async getContainer(idOrName: string): Promise<Container> {
+    this.check();
+    return this.containers.resolve(idOrName);
+  }
+
+  /** All containers, sorted by id. */
+  async listContainers(): Promise<Container[]> {
+    this.check();
+    return this.containers.list();
+  }
+
+  /** Mounts the container's root filesystem (reference counted) and resolves to its path. */
+  async mountContainer(idOrName: string, opts?: MountOpts): Promise<string> {
+    this.check();
+    const c = this.containers.resolve(idOrName);
+    const p = await this.driver.get(c.mountId, opts);
+    this.mounted.set(c.id, (this.mounted.get(c.id) ?? 0) + 1);
+    return p;
+  }
+
+  /** Releases one {@link mountContainer}; the last one unmounts. */
+  async unmountContainer(idOrName: string): Promise<void> {
+    this.check();
+    const c = this.containers.resolve(idOrName);
+    await this.driver.put(c.mountId);
+    const n = (this.mounted.get(c.id) ?? 0) - 1;
+    if (n <= 0) this.mounted.delete(c.id);
+    else this.mounted.set(c.id, n);
+  }
+
+  /** Changes of the container's read-write layer against its init layer, sorted by path. */
+  async containerChanges(idOrName: string): Promise<Change[]> {
+    this.check();
+    const c = this.containers.resolve(idOrName);
+    return this.driver.changes(c.mountId, c.initId);
+  }
+
+  /** Tar of the container's read-write layer against its init layer (aufs/OCI whiteouts). */
+  async exportContainerDiff(idOrName: string): Promise<Readable> {
+    this.check();
+    const c = this.containers.resolve(idOrName);
+    return this.driver.diff(c.mountId, c.initId);
+  }
+
+  /**
+   * Commits a container: its diff (rw layer against the init layer) registered on the image's top layer, and a
+   * new image whose config is the parent's plus the new diffID and a history entry (Docker's NewChildImage).
+   */
+  async commitContainer(idOrName: string, opts: CommitOptions = {}): Promise<Image> {
+    this.check();
+    if (opts.reference !== undefined) normalizeReference(opts.reference);
+    const c = this.containers.resolve(idOrName);
+    const top = c.layer ?? null;
+    const parentExists = this.imageStore.has(c.image);
+    // The parent config; when the image was force-removed, a bare one rebuilt from the container's layers.
+    const parentCfg: ImageConfig = parentExists
+      ? this.imageStore.config(c.image)
+      : parseImageConfig(JSON.stringify({ rootfs: { type: 'layers', diff_ids: top === null ? [] : this.layerStore.stack(top).map((l) => l.diffId) } }));
+    const diff = await this.driver.diff(c.mountId, c.initId);
+    const layer = await this.layerStore.register(diff, top, opts.onData ? { onData: opts.onData } : {});
+    try {
+      const child: Parameters<typeof childConfig>[1] = { diffId: layer.diffId, containerId: c.id };
+      if (opts.message !== undefined) child.comment = opts.message;
+      if (opts.createdBy !== undefined) child.createdBy = opts.createdBy;
+      if (opts.author !== undefined) child.author = opts.author;
+      if (opts.config !== undefined) child.config = opts.config;
+      const cfg = childConfig(parentCfg, child);
+      const id = await this.imageStore.create(serializeConfig(cfg), parentExists ? { parent: c.image } : {});
+      if (opts.reference !== undefined) await this.imageStore.tag(id, opts.reference);
+      return this.imageStore.get(id);
+    } finally {
+      await this.layerStore.release(layer.chainId);
+    }
+  }
+
+  /**
+   * Deletes a container: unmounts it (what this store mounted, and a mount left by a process that died), removes
+   * the rw and init layers, then the record.
+   */
+  async removeContainer(idOrName: string): Promise<void> {
+    this.check();
+    const c = this.containers.resolve(idOrName);
+    for (let n = this.mounted.get(c.id) ?? 0; n > 0; n--) await this.driver.put(c.mountId);
+    this.mounted.delete(c.id);
+    try {
+      await this.layerStore.releaseRWLayer(c.id, { unmountStale: true });
+    } catch (e) {
+      // Half removed (the rw layer went, the init layer did not): the container is gone all the same.
+      if (this.layerStore.getRWLayer(c.id) === null) await this.containers.remove(c.id);
+      throw e;
+    }
+    await this.containers.remove(c.id);
+  }
+
+  // ---- maintenance ----
+
+  /** Compares the metadata with the driver's state; with `repair`, removes what is broken. */
+  async verify(opts: VerifyOptions = {}): Promise<VerifyReport> {
+    this.check();
+    const found = await this.scan();
+    if (!opts.repair && !opts.prune) return found;
+    const repaired: string[] = [];
+    if (opts.repair) await this.repair(found, repaired);
+    if (opts.prune) repaired.push(...(await this.layerStore.pruneUnreferenced()).map((c) => `layer ${c}`));
+    const after = await this.scan();
+    return { ...found, ok: after.ok, unreferencedLayers: after.unreferencedLayers, repaired };
+  }
+
+  private async scan(): Promise<VerifyReport> {
+    const ls = this.layerStore;
+    const report: VerifyReport = {
+      ok: true,
+      incomplete: ls.corrupt.filter((c) => c.kind === 'tmp').map((c) => c.path),
+      corruptMetadata: ls.corrupt.filter((c) => c.kind !== 'tmp').map((c) => ({ path: c.path, reason: c.reason })),
+      missingDriverLayers: [],
+      orphanDriverLayers: [],
+      corruptImages: [...this.imageStore.corrupt],
+      danglingImages: [...this.imageStore.dangling],
+      danglingReferences: [...this.imageStore.danglingRefs],
+      corruptContainers: [...this.containers.corrupt],
+      unreferencedLayers: ls.unreferencedLayers(),
+      repaired: [],
+    };
+    for (const l of ls.list()) {
+      if (!(await this.driver.exists(l.cacheId))) report.missingDriverLayers.push({ kind: 'layer', id: l.chainId, driverId: l.cacheId });
+    }
+    for (const m of ls.listRWLayers()) {
+      for (const d of [m.mountId, m.initId]) {
+        if (!(await this.driver.exists(d))) report.missingDriverLayers.push({ kind: 'container', id: m.containerId, driverId: d });
+      }
+      if (!this.containers.has(m.containerId)) {
+        report.corruptContainers.push({ path: path.join(ls.mountsDir, m.containerId), reason: 'container layers without a container record' });
+      }
+    }
+    const onDisk = await listDriverLayers(this.driver.name, path.join(this.root, this.driver.name));
+    if (onDisk !== null) {
+      const live = ls.driverIds();
+      report.orphanDriverLayers = onDisk.filter((id) => !live.has(id));
+    }
+    report.ok =
+      report.incomplete.length === 0 &&
+      report.corruptMetadata.length === 0 &&
+      report.missingDriverLayers.length === 0 &&
+      report.orphanDriverLayers.length === 0 &&
+      report.corruptImages.length === 0 &&
+      report.danglingImages.length === 0 &&
+      report.danglingReferences.length === 0 &&
+      report.corruptContainers.length === 0;
+    return report;
+  }
+
+  private async repair(found: VerifyReport, repaired: string[]): Promise<void> {
+    const ls = this.layerStore;
+    // Unreadable metadata first: the driver layers it named become orphans, removed below.
+    const corruptPaths = ls.corrupt.filter((c) => c.kind !== 'tmp').map((c) => c.path);
+    if (corruptPaths.length > 0) {
+      await ls.removeMetadata(corruptPaths);
+      ls.corrupt.splice(0, ls.corrupt.length, ...ls.corrupt.filter((c) => c.kind === 'tmp'));
+      repaired.push(...corruptPaths);
+    }
+    repaired.push(...(await this.containers.dropCorrupt()));
+    // Layers whose driver layer is gone: they, what is built on them, and the images using them are dropped.
+    const broken = new Set(found.missingDriverLayers.filter((m) => m.kind === 'layer').map((m) => m.id));
+    if (broken.size > 0) {
+      const affected = new Set<string>();
+      for (const l of ls.list()) if (ls.stack(l.chainId).some((s) => broken.has(s.chainId))) affected.add(l.chainId);
+      repaired.push(...(await this.imageStore.dropImagesOnLayers(affected)).map((i) => `image ${i}`));
+      for (const chain of broken) {
+        if (!ls.has(chain)) continue;
+        const d = await ls.dropBroken(chain);
+        repaired.push(...d.layers.map((l) => `layer ${l}`));
+        for (const cid of d.containers) {
+          if (this.containers.has(cid)) await this.containers.remove(cid);
+          repaired.push(`container ${cid}`);
+        }
+      }
+    }
+    // Containers with a missing layer, and container layers without a record.
+    const badContainers = new Set(found.missingDriverLayers.filter((m) => m.kind === 'container').map((m) => m.id));
+    for (const m of ls.listRWLayers()) if (!this.containers.has(m.containerId)) badContainers.add(m.containerId);
+    for (const cid of badContainers) {
+      if (ls.getRWLayer(cid) === null) continue;
+      this.mounted.delete(cid);
+      await ls.releaseRWLayer(cid, { unmountStale: true });
+      if (this.containers.has(cid)) await this.containers.remove(cid);
+      repaired.push(`container ${cid}`);
+    }
+    repaired.push(...(await this.imageStore.repair()));
+    // Orphan driver layers last (children before parents: retried while progress is made).
+    const onDisk = await listDriverLayers(this.driver.name, path.join(this.root, this.driver.name));
+    if (onDisk !== null) {
+      let orphans = onDisk.filter((id) => !ls.driverIds().has(id));
+      for (let progress = true; progress && orphans.length > 0; ) {
+        progress = false;
+        const left: string[] = [];
+        for (const id of orphans) {
+          try {
+            await this.driver.remove(id);
+            repaired.push(`driver layer ${id}`);
+            progress = true;
+          } catch (e) {
+            if (errCode(e) === 'ERR_LAYER_NOT_FOUND') continue;
+            if (errCode(e) === 'ERR_LAYER_IN_USE') {
+              await this.driver.put(id).catch(() => undefined);
+            }
+            left.push(id);
+          }
+        }
+        orphans = left;
+      }
+    }
+  }
+
+  /** Unmounts what this store mounted, cleans up the driver and releases the lock. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const failures: unknown[] = [];
+    for (const [id, n] of this.mounted) {
+      const c = this.containers.has(id) ? this.containers.resolve(id) : null;
+      if (!c) continue;
+      for (let i = 0; i < n; i++) await this.driver.put(c.mountId).catch((e: unknown) => failures.push(e));
+    }
+    this.mounted.clear();
+    await this.driver.cleanup().catch((e: unknown) => failures.push(e));
+    await this.lock.release().catch((e: unknown) => failures.push(e));
+    if (failures.length > 0) throw failures[0];
+  }
+}
