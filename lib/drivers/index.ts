@@ -12,4 +12,5 @@ export { driverPriority, newDriver, registerDriver, registeredDrivers, type NewD
 export { parseBool, parseSize, parseStorageOpts } from './storage-opts';
 export { NaiveDiffDriver, type NaiveDiffOptions } from './naive-diff-driver';
 export { VfsDriver, VfsProtoDriver } from './vfs';
+export { BtrfsDriver, BtrfsProtoDriver } from './btrfs';
 export { Overlay2Driver, Overlay2ProtoDriver, type Overlay2Deps, type Overlay2Features, type NativeDiffCheck, type OverlayProbe, type MountInfoEntry, ProjectQuota } from './overlay2';
