@@ -11,14 +11,15 @@ module.exports = {
   // Test files run one at a time: integration suites check the global mount table and loop devices, which a
   // concurrently running suite would disturb (and CI machines have two cores anyway).
   maxWorkers: 1,
+  // Integration tests mount, attach loop devices and format images: give them room (a per-project testTimeout is
+  // ignored by jest 30, so it is set here for all).
+  testTimeout: 120000,
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'] },
     {
       ...common,
       displayName: 'integration',
       testMatch: ['<rootDir>/test/integration/**/*.test.ts'],
-      // integration tests mount, attach loop devices and format images: give them room
-      testTimeout: 120000,
     },
   ],
 };

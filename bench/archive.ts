@@ -12,9 +12,13 @@
  *  (d) exportUpper of those changes vs `tar -C upper -cf - . | cat > /dev/null`.
  *
  * Method (see /work/shared/notes/peers.md for the noise seen on this machine): a warm-up round, then N rounds
- * (default 5) in which ours and the peer alternate A B / B A; `sync` and, as root, drop_caches before every
- * timed operation (untimed). Reports medians with min–max, the ratio of the medians and the median of the
- * per-round ratios, and writes everything to bench/results/archive-<date>.json.
+ * (default 5; at least 15 for the millisecond operations c and d) in which ours and the peer alternate A B / B A;
+ * syncfs(2) and, as root, drop_caches before every timed operation (untimed; cold-cache rows only for c and d).
+ * Ours runs in this process, as a library is used; the peers' commands are started by a helper process, because
+ * a fork of this process makes its next operation pay for copy-on-write faults on its whole heap. Extracted
+ * trees are removed only after the last round (see the ext4 note in (a)). Reports medians with min–max, user/sys
+ * CPU medians, the ratio of the medians and the median of the per-round ratios, and writes everything to
+ * bench/results/archive-<date>.json.
  *
  *   npx tsc -p bench && node dist-bench/bench/archive.js [runs] [--only a,b,c,d]
  *
@@ -26,12 +30,14 @@ import { randomFillSync } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as readline from 'node:readline';
 
 import { applyLayer } from '../lib/archive/apply';
 import { changesUpper } from '../lib/archive/changes';
 import { exportUpper } from '../lib/archive/diff';
-import { UmountFlags } from '../lib/native/constants';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../lib/archive/tar-writer';
+import { loadBindings } from '../lib/native/bindings';
+import { UmountFlags } from '../lib/native/constants';
 
 /** The checkout this script belongs to (dist-bench/bench/archive.js or bench/archive.ts alike). */
 function repoRoot(): string {
@@ -47,12 +53,10 @@ function repoRoot(): string {
 
 const ROOT = repoRoot();
 if (process.env.GRAPHDRIVER_ADDON === undefined) {
-  // Compiled into dist-bench/, lib/native/bindings would look for the addon relative to dist-bench.
+  // Compiled into dist-bench/, lib/native/bindings would look for the addon relative to dist-bench (it reads
+  // this variable on its first call, which comes later).
   process.env.GRAPHDRIVER_ADDON = path.join(ROOT, 'build', 'Release', 'graphdriver.node');
 }
-// Loaded after GRAPHDRIVER_ADDON is settled.
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const { loadBindings } = require('../lib/native/bindings') as typeof import('../lib/native/bindings');
 
 const FIXTURES = process.env.GRAPHDRIVER_FIXTURES ?? '/var/tmp/graphdriver-fixtures';
 const TAR = process.env.GRAPHDRIVER_ROOTFS_TAR ?? path.join(FIXTURES, 'rootfs.tar');
@@ -85,12 +89,20 @@ function median(xs: number[]): number {
 }
 
 function fsType(dir: string): string {
-  return execFileSync('stat', ['-f', '-c', '%T', dir], { encoding: 'utf8' }).trim();
+  // findmnt names ext4 as ext4 (stat -f reports "ext2/ext3" for the whole family).
+  return execFileSync('findmnt', ['-n', '-o', 'FSTYPE', '--target', dir], { encoding: 'utf8' }).trim();
 }
 
-/** Writeback of earlier runs and the page cache are not charged to the next operation. */
-function quiesce(dropCaches: boolean): void {
-  execFileSync('sync');
+/**
+ * Writeback of earlier runs (and, cold, the page cache) is not charged to the next operation: syncfs(2) of the
+ * filesystems involved, then drop_caches. Both without spawning `sync`: a fork of this process write-protects
+ * its whole heap (copy-on-write), and the page faults that follow were charged to our next in-process
+ * operation (5x slower exportUpper right after a spawn, on this VM whose page faults are expensive).
+ */
+let syncPaths: string[] = [];
+async function quiesce(dropCaches: boolean): Promise<void> {
+  const b = loadBindings();
+  for (const p of syncPaths) await b.syncfs(p);
   if (dropCaches && isRoot) fs.writeFileSync('/proc/sys/vm/drop_caches', '3');
 }
 
@@ -104,7 +116,7 @@ async function timeOurs(fn: () => Promise<void>): Promise<Sample> {
 }
 
 /** Runs a command under /usr/bin/time (for its CPU split); the wall time is our own clock around it. */
-function timeCmd(argv: string[]): Sample {
+function timeCmdHere(argv: string[]): Sample {
   const out = path.join(os.tmpdir(), `gd-bench-time-${process.pid}`);
   const t0 = process.hrtime.bigint();
   const r = spawnSync('/usr/bin/time', ['-f', '%e %U %S %M', '-o', out, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -116,15 +128,43 @@ function timeCmd(argv: string[]): Sample {
 }
 
 /**
+ * Runs the peers' commands from a helper process started once, so that this process never forks while it is
+ * being measured (see {@link quiesce}); the helper times each command itself.
+ */
+class Runner {
+  private readonly proc = spawn(process.execPath, [__filename, '--child', 'runner'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  private readonly lines = readline.createInterface({ input: this.proc.stdout })[Symbol.asyncIterator]();
+
+  async run(argv: string[]): Promise<Sample> {
+    this.proc.stdin.write(JSON.stringify(argv) + '\n');
+    const r = await this.lines.next();
+    if (r.done) throw new Error('the command runner exited');
+    const m = JSON.parse(r.value as string) as { ok?: Sample; error?: string };
+    if (!m.ok) throw new Error(m.error);
+    return m.ok;
+  }
+
+  close(): void {
+    this.proc.stdin.end();
+  }
+}
+
+let runner: Runner | null = null;
+function timeCmd(argv: string[]): Promise<Sample> {
+  runner ??= new Runner();
+  return runner.run(argv);
+}
+
+/**
  * Warm-up plus `runs` rounds of ours and the peer, alternating which goes first. `prepare` runs before each
- * operation (untimed, e.g. a fresh target dir), `cleanup` after it.
+ * operation (untimed, e.g. a fresh target dir).
  */
 async function interleave(
   runs: number,
   drop: boolean,
   ours: (round: number) => Promise<void>,
-  peer: (round: number) => Sample,
-  hooks: { prepare?: (who: 'ours' | 'peer', round: number) => void; cleanup?: (who: 'ours' | 'peer', round: number) => void } = {},
+  peer: (round: number) => Promise<Sample>,
+  hooks: { prepare?: (who: 'ours' | 'peer', round: number) => void } = {},
 ): Promise<{ ours: Sample[]; peer: Sample[] }> {
   const o: Sample[] = [];
   const p: Sample[] = [];
@@ -132,9 +172,8 @@ async function interleave(
     const order: Array<'ours' | 'peer'> = r % 2 === 0 ? ['peer', 'ours'] : ['ours', 'peer'];
     for (const who of order) {
       hooks.prepare?.(who, r);
-      quiesce(drop);
-      const s = who === 'ours' ? await timeOurs(() => ours(r)) : peer(r);
-      hooks.cleanup?.(who, r);
+      await quiesce(drop);
+      const s = who === 'ours' ? await timeOurs(() => ours(r)) : await peer(r);
       if (r < 0) continue; // warm-up
       (who === 'ours' ? o : p).push(s);
       process.stderr.write(`    round ${r + 1}/${runs} ${who}: ${s.wall.toFixed(3)} s\n`);
@@ -198,6 +237,16 @@ async function* bigLayer(bytes: number): AsyncGenerator<Buffer> {
 }
 
 async function child(mode: string, args: string[]): Promise<void> {
+  if (mode === 'runner') {
+    for await (const line of readline.createInterface({ input: process.stdin })) {
+      try {
+        process.stdout.write(JSON.stringify({ ok: timeCmdHere(JSON.parse(line) as string[]) }) + '\n');
+      } catch (e) {
+        process.stdout.write(JSON.stringify({ error: String(e) }) + '\n');
+      }
+    }
+    return;
+  }
   const bytes = Number(args[mode === 'apply-big' ? 1 : 0]);
   const t0 = process.hrtime.bigint();
   if (mode === 'apply-big') {
@@ -295,18 +344,21 @@ async function main(): Promise<void> {
     fixture: { path: TAR, bytes: fs.statSync(TAR).size },
     runs,
     dropCaches: isRoot,
+    sync: 'syncfs(2) of the work and fixture filesystems before every timed operation; peers run from a helper process',
   };
   console.log(`archive bench: ${runs} runs (+1 warm-up), load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}, ${env.cpus} CPUs`);
   const rows: Row[] = [];
   const extra: Record<string, unknown> = {};
   const work = fs.mkdtempSync(path.join(DISK_DIR, 'gd-bench-archive-'));
+  syncPaths = [...new Set([work, path.dirname(TAR)])];
   const mounts: string[] = [];
   try {
     // ---- (a) apply the rootfs tar
     if (only.has('a')) {
       const tmpfsDir = path.join(work, 'tmpfs');
       fs.mkdirSync(tmpfsDir);
-      await b.mount('tmpfs', tmpfsDir, 'tmpfs', 0, 'size=3g,mode=0755');
+      // Room for every round's two trees (~170 MB each) and the tar.
+      await b.mount('tmpfs', tmpfsDir, 'tmpfs', 0, `size=${Math.ceil(((2 * (runs + 1) + 1) * 200) / 1024) + 1}g,mode=0755`);
       mounts.push(tmpfsDir);
       fs.copyFileSync(TAR, path.join(tmpfsDir, 'rootfs.tar'));
       const targets = [
@@ -325,11 +377,13 @@ async function main(): Promise<void> {
             await applyLayer(dir('ours', r), fs.createReadStream(t.tar, { highWaterMark: 1 << 20 }), { format: 'naive' });
           },
           (r) => timeCmd(['tar', '--numeric-owner', '--xattrs', '-xpf', t.tar, '-C', dir('peer', r)]),
-          {
-            prepare: (who, r) => fs.mkdirSync(dir(who, r)),
-            cleanup: (who, r) => fs.rmSync(dir(who, r), { recursive: true, force: true }),
-          },
+          // The trees are removed only after the last round: ext4's inode allocator skips inodes freed in the last
+          // 5-35 s (recently_deleted() reads the inode table for each candidate), so a run right after removing
+          // the previous 6,700-entry tree spent seconds of system time there (3-5x the apply itself, and the
+          // "disk slows down" of the peers' notes).
+          { prepare: (who, r) => fs.mkdirSync(dir(who, r)) },
         );
+        for (const d of fs.readdirSync(t.base)) if (d.startsWith('x-')) fs.rmSync(path.join(t.base, d), { recursive: true, force: true });
         rows.push({ name: 'apply rootfs.tar', fs: fsName, ours: res.ours, peerName: 'tar -xpf', peer: res.peer });
       }
       await b.umount(tmpfsDir, 0);
@@ -345,7 +399,7 @@ async function main(): Promise<void> {
       for (let r = 0; r < n; r++) {
         for (const who of r % 2 ? ['gnuTar', 'applyLayer', 'generateOnly'] : ['applyLayer', 'gnuTar', 'generateOnly']) {
           fs.mkdirSync(dir);
-          quiesce(false);
+          await quiesce(false);
           const x =
             who === 'applyLayer' ? runChild('apply-big', [dir, String(BIG)]) : who === 'gnuTar' ? await gnuTarBig(dir, BIG) : runChild('gen-only', [String(BIG)]);
           if (who !== 'generateOnly' && fs.statSync(path.join(dir, 'big.bin')).size !== BIG) throw new Error(`${who}: wrong size`);
@@ -382,37 +436,41 @@ async function main(): Promise<void> {
       }
       const changes = await changesUpper(upper, [lower], 'overlay');
       const diffBytes = await drain(exportUpper(upper, 'overlay'));
-      extra.containerEdit = { changes: changes.length, diffTarBytes: diffBytes, upperFs: fsType(upper), lower };
-      console.log(`(c/d) overlay upper on ${fsType(upper)} with ${changes.length} changes, diff tar ${(diffBytes / 2 ** 20).toFixed(1)} MiB`);
+      const upperFs = fsType(upper);
+      // These take milliseconds: more rounds for the same confidence.
+      const fastRuns = Math.max(runs, 15);
+      extra.containerEdit = { changes: changes.length, diffTarBytes: diffBytes, upperFs, lower, runs: fastRuns };
+      console.log(`(c/d) overlay upper on ${upperFs} with ${changes.length} changes, diff tar ${(diffBytes / 2 ** 20).toFixed(1)} MiB, ${fastRuns} runs`);
       for (const cache of ['warm', 'cold'] as const) {
         const drop = cache === 'cold';
         if (only.has('c')) {
           console.log(`(c) changesUpper, ${cache} cache`);
           const res = await interleave(
-            runs,
+            fastRuns,
             drop,
             async () => {
               await changesUpper(upper, [lower], 'overlay');
             },
             () => timeCmd(['find', upper, '-xdev', '-printf', '']),
           );
-          rows.push({ name: `changesUpper (${changes.length} changes), ${cache}`, fs: fsType(upper), ours: res.ours, peerName: 'find upper (floor)', peer: res.peer });
+          rows.push({ name: `changesUpper (${changes.length} changes), ${cache}`, fs: upperFs, ours: res.ours, peerName: 'find upper (floor)', peer: res.peer });
         }
         if (only.has('d')) {
           console.log(`(d) exportUpper, ${cache} cache`);
           const res = await interleave(
-            runs,
+            fastRuns,
             drop,
             async () => {
               await drain(exportUpper(upper, 'overlay'));
             },
             () => timeCmd(['sh', '-c', `tar -C '${upper}' -cf - . | cat > /dev/null`]),
           );
-          rows.push({ name: `exportUpper (${changes.length} changes), ${cache}`, fs: fsType(upper), ours: res.ours, peerName: 'tar -c | cat', peer: res.peer });
+          rows.push({ name: `exportUpper (${changes.length} changes), ${cache}`, fs: upperFs, ours: res.ours, peerName: 'tar -c | cat', peer: res.peer });
         }
       }
     }
   } finally {
+    runner?.close();
     for (const m of mounts.reverse()) await b.umount(m, UmountFlags.MNT_DETACH).catch(() => undefined);
     fs.rmSync(work, { recursive: true, force: true });
   }

@@ -234,7 +234,14 @@ void ForEachXattrName(const char* list, size_t len, Fn fn) {
 
 // Removes `leaf` inside directory `parentFd` and, when it is a directory, everything below it. Only *at calls
 // relative to directory fds opened with O_NOFOLLOW: symlinks are removed, never followed, so nothing outside
-// the tree is touched. A missing leaf is success. Depth is limited only by the fd limit (one fd per level).
+// the tree is touched. A missing leaf is success.
+//
+// Depth is not limited by the fd limit: a layer can build a tree far deeper than RLIMIT_NOFILE (each symlink
+// hop adds up to the archive's path depth), so at most kRemoveOpenFds directory fds are held at once. Frames
+// deeper in the stack keep theirs; a frame whose fd was closed is reopened, when the walk climbs back to it, by
+// opening the names from the nearest open ancestor (or `parentFd`) with O_NOFOLLOW|O_DIRECTORY, never via "..".
+constexpr size_t kRemoveOpenFds = 64;
+
 inline bool RemoveAllAt(int parentFd, const std::string& leaf, const std::string& displayPath, Failure& f) {
   if (::unlinkat(parentFd, leaf.c_str(), 0) == 0 || errno == ENOENT) return true;
   if (errno != EISDIR && errno != EPERM) return f.Errno("unlinkat", displayPath);
@@ -245,16 +252,17 @@ inline bool RemoveAllAt(int parentFd, const std::string& leaf, const std::string
     if (!S_ISDIR(st.st_mode)) return f.Set(EPERM, "unlinkat", displayPath);
   }
   struct Frame {
-    UniqueFd fd;
+    UniqueFd fd;       // closed while the frame is more than kRemoveOpenFds levels above the deepest one
     std::string name;  // name in the parent frame (or leaf for the first)
     std::vector<std::string> children;
     std::vector<unsigned char> types;
     size_t next = 0;
   };
+  constexpr int kDirFlags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
   std::vector<char> dbuf;
   std::vector<Frame> stack;
   auto push = [&](int dirFd, const std::string& name) -> bool {
-    int fd = ::openat(dirFd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = ::openat(dirFd, name.c_str(), kDirFlags);
     if (fd < 0) return f.Errno("openat", displayPath);
     Frame fr;
     fr.fd.reset(fd);
@@ -270,10 +278,35 @@ inline bool RemoveAllAt(int parentFd, const std::string& leaf, const std::string
     }
     if (r < 0) return f.Errno("getdents64", displayPath);
     stack.push_back(std::move(fr));
+    if (stack.size() > kRemoveOpenFds) stack[stack.size() - 1 - kRemoveOpenFds].fd.reset();
+    return true;
+  };
+  // Makes sure the top frame has an open fd. Open fds always form one run at the top of the stack, so when the
+  // top's is closed every frame's is: reopen from `parentFd` down, keeping the last kRemoveOpenFds (so the next
+  // that many climbs need no reopening).
+  auto reopenTop = [&]() -> bool {
+    size_t top = stack.size() - 1;
+    if (stack[top].fd.valid()) return true;
+    size_t start = top;
+    while (start > 0 && !stack[start - 1].fd.valid()) start--;
+    size_t keepFrom = top + 1 > kRemoveOpenFds ? top + 1 - kRemoveOpenFds : 0;
+    UniqueFd walk;  // the current intermediate directory when it is not one of the kept frames
+    int cur = start == 0 ? parentFd : stack[start - 1].fd.get();
+    for (size_t k = start; k <= top; k++) {
+      int fd = ::openat(cur, stack[k].name.c_str(), kDirFlags);
+      if (fd < 0) return f.Errno("openat", displayPath);
+      if (k >= keepFrom) {
+        stack[k].fd.reset(fd);
+      } else {
+        walk.reset(fd);  // closes the previous intermediate, already used to open this one
+      }
+      cur = fd;
+    }
     return true;
   };
   if (!push(parentFd, leaf)) return false;
   while (!stack.empty()) {
+    if (!reopenTop()) return false;
     Frame& top = stack.back();
     if (top.next < top.children.size()) {
       size_t i = top.next++;
@@ -298,6 +331,7 @@ inline bool RemoveAllAt(int parentFd, const std::string& leaf, const std::string
     }
     std::string name = std::move(top.name);
     stack.pop_back();
+    if (!stack.empty() && !reopenTop()) return false;
     int pfd = stack.empty() ? parentFd : stack.back().fd.get();
     if (::unlinkat(pfd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
       return f.Errno("unlinkat", displayPath);

@@ -69,6 +69,9 @@ const INLINE_FILE_MAX = 1 << 20;
 const BATCH_ENTRIES = 512;
 const BATCH_BYTES = 8 << 20;
 const ZERO_BLOCK = Buffer.alloc(4096);
+/** Streamed (large) files: writes and bytes kept in flight at once. */
+const WRITES_IN_FLIGHT = 4;
+const WRITE_BYTES_IN_FLIGHT = 8 << 20;
 
 /**
  * errnos that mean the archive asked for something impossible or hostile, rather than a system failure.
@@ -104,9 +107,13 @@ const MAX_DEV_MINOR = 0xfffff;
  * archive asked for something impossible (see ARCHIVE_ERRNOS); other errors (EIO, ENOSPC...) pass unchanged.
  */
 function archiveFailure(e: unknown, what: string, name: string): unknown {
-  const code = (e as NodeJS.ErrnoException | null)?.code;
-  if (typeof code === 'string' && ARCHIVE_ERRNOS.has(code)) return new InvalidArchiveError(`${what} (${code})`, name, { cause: e });
-  return e;
+  const err = e as NodeJS.ErrnoException | null;
+  const code = err?.code;
+  if (typeof code !== 'string' || !ARCHIVE_ERRNOS.has(code)) return e;
+  const from = typeof err?.syscall === 'string' ? ` from ${err.syscall}` : '';
+  const dest = (err as { dest?: unknown } | null)?.dest;
+  const about = typeof dest === 'string' && dest !== '' ? ` ${JSON.stringify(dest)}` : '';
+  return new InvalidArchiveError(`${what} (${code}${from}${about})`, name, { cause: e });
 }
 
 interface Pending {
@@ -400,6 +407,9 @@ class LayerApplier {
       for await (const chunk of body()) await writer.write(chunk);
       await writer.end();
     } catch (e) {
+      // Writes still in flight use the fd number: closing it first could let them land in whatever file
+      // reuses the number.
+      await writer.settle();
       await fsClose(fd).catch(() => undefined);
       throw e;
     }
@@ -507,6 +517,29 @@ class LayerApplier {
     );
   }
 
+  /**
+   * Sets directory times in one native call; when that fails, one by one, skipping directories that are no
+   * longer where this layer wrote them: a later entry can remove or replace a directory through a path the
+   * bookkeeping cannot see (another name for it via a symlink), and its time then no longer matters.
+   */
+  private async setDirTimes(chunk: typeof this.dirTimes): Promise<void> {
+    try {
+      await this.b.setTimes(this.rootFd, chunk);
+      return;
+    } catch {
+      // fall through: find the entry at fault
+    }
+    for (const d of chunk) {
+      try {
+        await this.b.setTimes(this.rootFd, [d]);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP') continue;
+        throw archiveFailure(e, 'cannot set directory times', d.path);
+      }
+    }
+  }
+
   /** Finishes: pending entries, stash removal, directory times, root metadata. */
   async finish(): Promise<void> {
     if (this.plnkDir !== null) await this.push({ op: 'remove', path: this.plnkDir }, this.plnkDir);
@@ -514,11 +547,7 @@ class LayerApplier {
     for (let i = 0; i < this.dirTimes.length; i += 4096) {
       // Only directories that still exist as written (a later entry may have replaced or removed them).
       const chunk = this.dirTimes.slice(i, i + 4096).filter((d) => this.written.has(d.path) && this.knownDirs.has(d.path));
-      if (chunk.length > 0) {
-        await this.b.setTimes(this.rootFd, chunk).catch((e: unknown) => {
-          throw archiveFailure(e, 'cannot set directory times', (e as NodeJS.ErrnoException).path ?? chunk[0]!.path);
-        });
-      }
+      if (chunk.length > 0) await this.setDirTimes(chunk);
     }
     if (this.rootMeta) {
       const h = this.rootMeta;
@@ -547,15 +576,26 @@ class LayerApplier {
 class SparseWriter {
   private pos = 0;
   private carry: Buffer | null = null;
+  /**
+   * Writes issued and not finished, with their sizes. They are positional, so several can be in flight while
+   * the next chunks are read and hashed (awaiting each one left the thread pool and the main thread taking
+   * turns: a third of the rootfs apply went to its 12 files over 1 MiB). They never reject: a failure is kept
+   * in `failure` and thrown by the next write or end.
+   */
+  private readonly inflight = new Map<Promise<void>, number>();
+  private inflightBytes = 0;
+  private failure: { error: unknown } | null = null;
 
   constructor(private readonly fd: number) {}
 
   async write(chunk: Buffer): Promise<void> {
-    let buf = this.carry ? Buffer.concat([this.carry, chunk]) : chunk;
+    // Writes outlive this call, and reader chunks are only valid until the next read: the data is copied
+    // (concatenating the carry copies it anyway).
+    let buf = this.carry ? Buffer.concat([this.carry, chunk]) : Buffer.from(chunk);
     this.carry = null;
     const usable = buf.length - (buf.length % 4096);
     if (usable < buf.length) {
-      this.carry = Buffer.from(buf.subarray(usable));
+      this.carry = buf.subarray(usable);
       buf = buf.subarray(0, usable);
     }
     await this.flushBlocks(buf);
@@ -563,24 +603,65 @@ class SparseWriter {
 
   async end(): Promise<void> {
     if (this.carry) {
-      await writeAll(this.fd, this.carry, this.pos);
+      await this.issue(this.carry, this.pos);
       this.pos += this.carry.length;
       this.carry = null;
     }
+    await this.settle();
+    this.rethrow();
+  }
+
+  /** Waits until no write is in flight (also after a failure, before the fd may be closed). */
+  async settle(): Promise<void> {
+    await Promise.all(this.inflight.keys());
+  }
+
+  /** Starts a write; waits while too many writes or bytes are in flight. */
+  private async issue(buf: Buffer, pos: number): Promise<void> {
+    this.rethrow();
+    const p: Promise<void> = writeAll(this.fd, buf, pos).then(
+      () => this.done(p),
+      (e: unknown) => {
+        this.failure ??= { error: e };
+        this.done(p);
+      },
+    );
+    this.inflight.set(p, buf.length);
+    this.inflightBytes += buf.length;
+    while (this.inflight.size >= WRITES_IN_FLIGHT || (this.inflight.size > 0 && this.inflightBytes >= WRITE_BYTES_IN_FLIGHT)) {
+      await Promise.race(this.inflight.keys());
+    }
+    this.rethrow();
+  }
+
+  private rethrow(): void {
+    if (this.failure) throw this.failure.error;
+  }
+
+  private done(p: Promise<void>): void {
+    this.inflightBytes -= this.inflight.get(p) ?? 0;
+    this.inflight.delete(p);
   }
 
   /** `buf` starts at this.pos, which is always 4 KiB aligned here, and holds whole blocks. */
   private async flushBlocks(buf: Buffer): Promise<void> {
     let start = 0;
     for (let i = 0; i < buf.length; i += 4096) {
-      if (buf.subarray(i, i + 4096).equals(ZERO_BLOCK)) {
-        if (i > start) await writeAll(this.fd, buf.subarray(start, i), this.pos + start);
+      if (isZeroBlock(buf, i)) {
+        if (i > start) await this.issue(buf.subarray(start, i), this.pos + start);
         start = i + 4096;
       }
     }
-    if (start < buf.length) await writeAll(this.fd, buf.subarray(start), this.pos + start);
+    if (start < buf.length) await this.issue(buf.subarray(start), this.pos + start);
     this.pos += buf.length;
   }
+}
+
+/** Whether the 4 KiB block at `i` is all zeros, without allocating a view per block. */
+function isZeroBlock(buf: Buffer, i: number): boolean {
+  // Almost every data block has a non-zero byte at one of these: answered without a native call.
+  if (buf[i] !== 0 || buf[i + 2048] !== 0 || buf[i + 4095] !== 0) return false;
+  return buf.compare(ZERO_BLOCK, 0, 4096, i, i + 4096) === 0;
 }
 
 async function writeAll(fd: number, buf: Buffer, pos: number): Promise<void> {

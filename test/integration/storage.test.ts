@@ -25,6 +25,12 @@ import { buildTar, type TestEntry } from '../support/tar-builder';
 import { makeTmp, removeTmp } from '../support/tmp';
 
 const execFileP = promisify(execFile);
+// Children load the compiled copy of lib/ from a temp dir, whose relative addon path does not exist: point them at
+// the addon this test run uses.
+const CHILD_ENV = {
+  ...process.env,
+  GRAPHDRIVER_ADDON: process.env.GRAPHDRIVER_ADDON ?? path.resolve(__dirname, '..', '..', 'build', 'Release', 'graphdriver.node'),
+};
 const REPO = path.resolve(__dirname, '..', '..');
 const b = loadBindings();
 
@@ -459,11 +465,11 @@ describeIf(overlayReason, 'Storage across processes (overlay2)', () => {
     const root = path.join(tmp, 'lock-root');
     const s = await Storage.open({ root, driver: 'overlay2' });
     try {
-      const { stdout } = await execFileP(process.execPath, ['-e', LOCK_CHILD, js, root, 'overlay2', '0']);
+      const { stdout } = await execFileP(process.execPath, ['-e', LOCK_CHILD, js, root, 'overlay2', '0'], { env: CHILD_ENV });
       const r = JSON.parse(stdout) as { opened: boolean; code?: string; message?: string };
       expect(r).toMatchObject({ opened: false, code: 'ERR_STORE_LOCKED' });
       expect(r.message).toContain(`process ${process.pid}`);
-      const waiting = execFileP(process.execPath, ['-e', LOCK_CHILD, js, root, 'overlay2', '20000']);
+      const waiting = execFileP(process.execPath, ['-e', LOCK_CHILD, js, root, 'overlay2', '20000'], { env: CHILD_ENV });
       await new Promise((res) => setTimeout(res, 500));
       await s.close();
       const w = JSON.parse((await waiting).stdout) as { opened: boolean; waitedMs: number };
@@ -480,7 +486,7 @@ describeIf(overlayReason, 'Storage across processes (overlay2)', () => {
     let interrupted = 0;
     let lastLayers = 0;
     for (let t = 0; t < trials; t++) {
-      const child = spawn(process.execPath, ['-e', CRASH_CHILD, js, root, 'overlay2'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, ['-e', CRASH_CHILD, js, root, 'overlay2'], { stdio: ['ignore', 'pipe', 'pipe'], env: CHILD_ENV });
       let stderr = '';
       child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
       const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
