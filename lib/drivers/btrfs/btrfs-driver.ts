@@ -20,7 +20,8 @@ import { NaiveDiffDriver } from '../naive-diff-driver';
 import { RefCounter } from '../ref-counter';
 import { parseSize, parseStorageOpts } from '../storage-opts';
 import { ParentIndex } from '../vfs/parents';
-import { errCode, removeTree } from '../vfs/remove-tree';
+import { errCode, isDirectory, pathExists } from '../fs-util';
+import { removeTree } from '../vfs/remove-tree';
 
 /** Init options (`--storage-opt`): Docker's btrfs knows only `btrfs.min_space`. */
 const KNOWN_OPTIONS = ['btrfs.min_space'] as const;
@@ -30,24 +31,7 @@ const KNOWN_LAYER_OPTIONS = ['size'] as const;
 /** Inode number of the root directory of every btrfs subvolume (BTRFS_FIRST_FREE_OBJECTID). */
 const SUBVOLUME_ROOT_INO = 256;
 
-async function isDirectory(p: string): Promise<boolean> {
-  try {
-    return (await fs.lstat(p)).isDirectory();
-  } catch (e) {
-    if (errCode(e) === 'ENOENT' || errCode(e) === 'ENOTDIR') return false;
-    throw e;
-  }
-}
 
-async function pathExists(p: string): Promise<boolean> {
-  try {
-    await fs.lstat(p);
-    return true;
-  } catch (e) {
-    if (errCode(e) === 'ENOENT' || errCode(e) === 'ENOTDIR') return false;
-    throw e;
-  }
-}
 
 const notMounted = (): Promise<boolean> => Promise.resolve(false);
 

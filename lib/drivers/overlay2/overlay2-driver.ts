@@ -32,6 +32,7 @@ import {
   LayerNotFoundError,
   NotSupportedError,
 } from '../errors';
+import { errCode, isDirectory, isMissing, pathExists, readOptional } from '../fs-util';
 import { KeyedLock } from '../keyed-lock';
 import { checkLayerId as checkIdPattern, checkParentId as checkParentPattern } from '../layer-id';
 import { NaiveDiffDriver } from '../naive-diff-driver';
@@ -98,39 +99,10 @@ function suffix(): string {
   return randomBytes(6).toString('hex');
 }
 
-function errCode(e: unknown): string | undefined {
-  return typeof e === 'object' && e !== null && 'code' in e ? String((e as { code: unknown }).code) : undefined;
-}
 
-const MISSING = new Set(['ENOENT', 'ENOTDIR']);
 
-async function readOptional(file: string): Promise<string | null> {
-  try {
-    return await fs.readFile(file, 'utf8');
-  } catch (e) {
-    if (MISSING.has(errCode(e) ?? '')) return null;
-    throw e;
-  }
-}
 
-async function isDirectory(p: string): Promise<boolean> {
-  try {
-    return (await fs.lstat(p)).isDirectory();
-  } catch (e) {
-    if (MISSING.has(errCode(e) ?? '')) return false;
-    throw e;
-  }
-}
 
-async function pathExists(p: string): Promise<boolean> {
-  try {
-    await fs.lstat(p);
-    return true;
-  } catch (e) {
-    if (MISSING.has(errCode(e) ?? '')) return false;
-    throw e;
-  }
-}
 
 /**
  * How new entries must be fixed up after creation: a chown to root when running as root in a home that hands
@@ -665,7 +637,7 @@ export class Overlay2ProtoDriver implements ProtoDriver {
     try {
       return await this.b.isMountpoint(target);
     } catch (e) {
-      if (MISSING.has(errCode(e) ?? '')) return false;
+      if (isMissing(e)) return false;
       throw e;
     }
   }
@@ -792,7 +764,7 @@ export class Overlay2ProtoDriver implements ProtoDriver {
       try {
         await this.b.umount(merged, UmountFlags.MNT_DETACH);
       } catch (e) {
-        if (errCode(e) !== 'EINVAL' && !MISSING.has(errCode(e) ?? '')) throw e;
+        if (errCode(e) !== 'EINVAL' && !isMissing(e)) throw e;
       }
       // Removing the mount point also drops copies of the mount in other mount namespaces (kernel 3.18+).
       await fs.rmdir(merged).catch(() => undefined);
@@ -822,7 +794,7 @@ export class Overlay2ProtoDriver implements ProtoDriver {
         try {
           await fs.rename(this.dir(id), doomed);
         } catch (e) {
-          if (MISSING.has(errCode(e) ?? '')) throw new LayerNotFoundError(id);
+          if (isMissing(e)) throw new LayerNotFoundError(id);
           throw e;
         }
         this.graph.drop(id);
@@ -904,7 +876,7 @@ export class Overlay2ProtoDriver implements ProtoDriver {
       try {
         await this.b.umount(m.mountPoint, UmountFlags.MNT_DETACH);
       } catch (e) {
-        if (errCode(e) !== 'EINVAL' && !MISSING.has(errCode(e) ?? '')) failures.push(e);
+        if (errCode(e) !== 'EINVAL' && !isMissing(e)) failures.push(e);
         continue;
       }
       if (path.basename(m.mountPoint) === MERGED_DIR) await fs.rmdir(m.mountPoint).catch(() => undefined);

@@ -10,7 +10,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 
 import { checkLayerId } from '../layer-id';
-import { errCode } from './remove-tree';
+import { errCode } from '../fs-util';
 
 function isValidId(s: string): boolean {
   try {

@@ -6,9 +6,8 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 
-function errCode(e: unknown): string | undefined {
-  return typeof e === 'object' && e !== null && 'code' in e ? String((e as { code: unknown }).code) : undefined;
-}
+import { errCode } from '../fs-util';
+
 
 /** Adds owner rwx to every directory below (and including) `dir` that the caller owns; never follows symlinks. */
 async function makeDirsWritable(dir: string, uid: number | undefined): Promise<void> {
@@ -48,5 +47,3 @@ export async function removeTree(target: string): Promise<void> {
   await makeDirsWritable(target, process.getuid?.());
   await fs.rm(target, { recursive: true, force: true, maxRetries: 2 });
 }
-
-export { errCode };

@@ -21,7 +21,8 @@ import { RefCounter } from '../ref-counter';
 import { parseSize, parseStorageOpts } from '../storage-opts';
 import { ParentIndex } from './parents';
 import { VfsQuota } from './quota';
-import { errCode, removeTree } from './remove-tree';
+import { errCode, isDirectory, pathExists } from '../fs-util';
+import { removeTree } from './remove-tree';
 
 /** Storage options vfs understands, at init (`--storage-opt size=...`, the default for every layer) and per layer
  *  (`storageOpt.size`); both need project quotas (xfs mounted with pquota). */
@@ -35,24 +36,7 @@ function suffix(): string {
   return randomBytes(6).toString('hex');
 }
 
-async function isDirectory(p: string): Promise<boolean> {
-  try {
-    return (await fs.lstat(p)).isDirectory();
-  } catch (e) {
-    if (errCode(e) === 'ENOENT' || errCode(e) === 'ENOTDIR') return false;
-    throw e;
-  }
-}
 
-async function pathExists(p: string): Promise<boolean> {
-  try {
-    await fs.lstat(p);
-    return true;
-  } catch (e) {
-    if (errCode(e) === 'ENOENT' || errCode(e) === 'ENOTDIR') return false;
-    throw e;
-  }
-}
 
 const notMounted = (): Promise<boolean> => Promise.resolve(false);
 
