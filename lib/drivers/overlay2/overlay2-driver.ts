@@ -34,6 +34,7 @@ import {
 } from '../errors';
 import { errCode, isDirectory, isMissing, pathExists, readOptional } from '../fs-util';
 import { KeyedLock } from '../keyed-lock';
+import { LayerGraph } from '../layer-graph';
 import { checkLayerId as checkIdPattern, checkParentId as checkParentPattern } from '../layer-id';
 import { NaiveDiffDriver } from '../naive-diff-driver';
 import { RefCounter } from '../ref-counter';
@@ -164,12 +165,12 @@ function isValidId(s: string): boolean {
  * parent) and kept in memory from the first create or remove on: the driver refuses to remove a layer that
  * other layers are built on. Callers hold the graph lock.
  */
-class LayerGraph {
+class Overlay2Graph extends LayerGraph {
   private loaded = false;
-  private readonly parentOf = new Map<string, string>();
-  private readonly childrenOf = new Map<string, Set<string>>();
 
-  constructor(private readonly home: string) {}
+  constructor(private readonly home: string) {
+    super();
+  }
 
   async ensureLoaded(): Promise<void> {
     if (this.loaded) return;
@@ -189,33 +190,6 @@ class LayerGraph {
       if (parent !== undefined) this.add(id, parent);
     }
     this.loaded = true;
-  }
-
-  add(child: string, parent: string): void {
-    this.drop(child);
-    this.parentOf.set(child, parent);
-    let set = this.childrenOf.get(parent);
-    if (!set) this.childrenOf.set(parent, (set = new Set()));
-    set.add(child);
-  }
-
-  drop(child: string): void {
-    const parent = this.parentOf.get(child);
-    if (parent === undefined) return;
-    this.parentOf.delete(child);
-    const set = this.childrenOf.get(parent);
-    if (set) {
-      set.delete(child);
-      if (set.size === 0) this.childrenOf.delete(parent);
-    }
-  }
-
-  hasParent(id: string): boolean {
-    return this.parentOf.has(id);
-  }
-
-  children(id: string): string[] {
-    return [...(this.childrenOf.get(id) ?? [])];
   }
 }
 
@@ -281,7 +255,7 @@ export class Overlay2ProtoDriver implements ProtoDriver {
   private readonly locks = new KeyedLock();
   /** Serialises the parent/child bookkeeping (never held during I/O-heavy work). */
   private readonly graphLock = new KeyedLock();
-  private readonly graph: LayerGraph;
+  private readonly graph: Overlay2Graph;
   private readonly refs = new RefCounter();
   /** Native diff work reading a layer's `diff/` directly (no mount): remove refuses the layer meanwhile. */
   private readonly holds = new Map<string, number>();
@@ -309,7 +283,7 @@ export class Overlay2ProtoDriver implements ProtoDriver {
     /** An O_DIRECTORY descriptor of the home, root of the batched creates; closed by cleanup(). */
     private readonly homeFd: number,
   ) {
-    this.graph = new LayerGraph(home);
+    this.graph = new Overlay2Graph(home);
     this.fixups = { chownRoot: chownRoot };
   }
 

@@ -11,6 +11,7 @@ import * as path from 'node:path';
 
 import { checkLayerId } from '../layer-id';
 import { errCode } from '../fs-util';
+import { LayerGraph } from '../layer-graph';
 
 function isValidId(s: string): boolean {
   try {
@@ -21,12 +22,11 @@ function isValidId(s: string): boolean {
   }
 }
 
-/** The persistent parent records and the in-memory child index. Callers serialise changes (the driver's graph lock). */
-export class ParentIndex {
-  private readonly parentOf = new Map<string, string>();
-  private readonly childrenOf = new Map<string, Set<string>>();
-
-  constructor(readonly dir: string) {}
+/** The persistent parent records over the in-memory {@link LayerGraph}. Callers serialise changes (the driver's graph lock). */
+export class ParentIndex extends LayerGraph {
+  constructor(readonly dir: string) {
+    super();
+  }
 
   /**
    * Reads the records. Records of layers that do not exist (left by a crash between writing the record and
@@ -57,47 +57,9 @@ export class ParentIndex {
           await fs.rm(file, { force: true });
           return;
         }
-        this.link(name, parent);
+        this.add(name, parent);
       }),
     );
-  }
-
-  private link(child: string, parent: string): void {
-    this.parentOf.set(child, parent);
-    let set = this.childrenOf.get(parent);
-    if (!set) {
-      set = new Set();
-      this.childrenOf.set(parent, set);
-    }
-    set.add(child);
-  }
-
-  /** Records in memory that `child` is being created from `parent` (before the copy, so the parent stays). */
-  add(child: string, parent: string): void {
-    this.drop(child);
-    this.link(child, parent);
-  }
-
-  /** Forgets `child` in memory. */
-  drop(child: string): void {
-    const parent = this.parentOf.get(child);
-    if (parent === undefined) return;
-    this.parentOf.delete(child);
-    const set = this.childrenOf.get(parent);
-    if (set) {
-      set.delete(child);
-      if (set.size === 0) this.childrenOf.delete(parent);
-    }
-  }
-
-  /** The recorded parent of `id`, null for a base layer (or a layer created by a driver that kept no record). */
-  parent(id: string): string | null {
-    return this.parentOf.get(id) ?? null;
-  }
-
-  /** Ids of the layers created from `id`. */
-  children(id: string): string[] {
-    return [...(this.childrenOf.get(id) ?? [])];
   }
 
   /** Writes the record of `child` atomically (temp file + rename). */
