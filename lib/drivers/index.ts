@@ -14,3 +14,4 @@ export { NaiveDiffDriver, type NaiveDiffOptions } from './naive-diff-driver';
 export { VfsDriver, VfsProtoDriver } from './vfs';
 export { BtrfsDriver, BtrfsProtoDriver } from './btrfs';
 export { Overlay2Driver, Overlay2ProtoDriver, type Overlay2Deps, type Overlay2Features, type NativeDiffCheck, type OverlayProbe, type MountInfoEntry, ProjectQuota } from './overlay2';
+export { AufsDriver, AufsProtoDriver, type AufsDeps, type AufsFeatures, type AufsProbe } from './aufs';
