@@ -25,8 +25,13 @@ import { decompressStream, detectCompression, type DecompressLimits } from '../a
 import type { CreateOpts, Driver } from '../drivers/driver';
 import { InvalidArchiveError } from '../errors';
 import { DigestMismatchError, InvalidStoreIdError, LayerInUseError, LayerNotFoundError, StoreCorruptError } from '../storage/errors';
-import { errCode, fsyncDir, fsyncFile, Mutex, randomHex, readDirIfExists, readTextIfExists, writeNewFile, type SyncOpts } from '../storage/fsutil';
+import { errCode, exists, fsyncDir, fsyncFile, Mutex, randomHex, readDirIfExists, readTextIfExists, writeNewFile, type SyncOpts } from '../storage/fsutil';
+import { loadBindings } from '../native/bindings';
+import type { NativeBindings } from '../native/types';
 import { chainIdOf, checkDigest, DIGEST_RE, digestHex, HEX64_RE } from './digest';
+import { boundedLayerFiles } from './layer-files';
+import { releasingStream, verifyDiffId } from './tar-export';
+import { assembleTar, readTarSplit, TAR_SPLIT_FILE, TarSplitRecorder, tarSplitSize } from './tar-split';
 
 /** A published read-only layer. */
 export interface Layer {
@@ -86,6 +91,17 @@ export interface RegisterOptions extends DecompressLimits {
   extraFiles?: (diffId: string) => Promise<Record<string, Buffer | string>>;
   /** diffID the tar must have (e.g. from an image config); anything else fails with ERR_DIGEST_MISMATCH. */
   expectedDiffId?: string;
+  /**
+   * Record the tar's headers and padding (`tar-split.json.gz`, see {@link TarSplitRecorder}) so that
+   * {@link LayerStore.tarStream} re-creates it byte for byte (default true).
+   */
+  tarSplit?: boolean;
+}
+
+/** Options of {@link LayerStore.tarStream}. */
+export interface TarStreamOptions {
+  /** Check that the stream's sha256 is the layer's diffID; it fails with ERR_DIGEST_MISMATCH otherwise (default true). */
+  verify?: boolean;
 }
 
 /** Result of {@link LayerStore.register}: the layer, and whether the same chain was registered already. */
@@ -112,6 +128,8 @@ export interface LayerStoreOptions {
   sync?: boolean;
   /** Reports problems met while rolling back interrupted work at open. */
   onWarning?: (message: string) => void;
+  /** Native bindings, for reading layer files when re-creating tars (default: the real addon, loaded on first use). */
+  bindings?: NativeBindings;
 }
 
 interface LayerRec extends Layer {
@@ -152,6 +170,7 @@ export class LayerStore {
   private readonly inFlight = new Set<string>();
   private readonly syncOpts: SyncOpts;
   private readonly warn: (m: string) => void;
+  private bindings: NativeBindings | undefined;
   /** Entries that could not be loaded at open. */
   readonly corrupt: CorruptEntry[] = [];
   readonly layersDir: string;
@@ -165,6 +184,7 @@ export class LayerStore {
   ) {
     this.syncOpts = { sync: opts.sync ?? true };
     this.warn = opts.onWarning ?? (() => undefined);
+    this.bindings = opts.bindings;
     this.layersDir = path.join(dir, 'sha256');
     this.mountsDir = path.join(dir, 'mounts');
     this.tmpDir = path.join(dir, 'tmp');
@@ -397,16 +417,26 @@ export class LayerStore {
       await fsyncDir(this.tmpDir, this.syncOpts);
       let created = false;
       let published = false;
+      let recorder: TarSplitRecorder | null = null;
       try {
         await this.driver.create(cacheId, parentRec?.cacheId ?? null);
         created = true;
-        const { diffId, size } = await this.applyTar(cacheId, parentRec?.cacheId ?? null, input, opts);
+        recorder = opts.tarSplit === false ? null : new TarSplitRecorder();
+        const { diffId, size } = await this.applyTar(cacheId, parentRec?.cacheId ?? null, input, opts, recorder);
         if (opts.expectedDiffId !== undefined && opts.expectedDiffId !== diffId) {
           throw new DigestMismatchError(opts.expectedDiffId, diffId, 'layer');
         }
         const chainId = chainIdOf(parent, diffId);
-        const extra = opts.extraFiles ? await opts.extraFiles(diffId) : {};
         const files: Record<string, Buffer | string> = {};
+        if (recorder) {
+          // A tar the driver applied but the recorder refused still makes a layer, just not an exact one.
+          const split = await recorder.result().catch((e: unknown) => {
+            this.warn(`layer ${diffId}: no tar-split record, its tar cannot be re-created exactly: ${(e as Error).message}`);
+            return null;
+          });
+          if (split !== null) files[TAR_SPLIT_FILE] = split;
+        }
+        const extra = opts.extraFiles ? await opts.extraFiles(diffId) : {};
         for (const [name, data] of Object.entries(extra)) {
           if (!EXTRA_NAME.test(name) || OWN_FILES.has(name)) throw new TypeError(`invalid layer metadata file name ${JSON.stringify(name)}`);
           files[name] = data;
@@ -442,6 +472,7 @@ export class LayerStore {
         if (result.existed) await this.discard(ws, cacheId);
         return result;
       } catch (e) {
+        recorder?.abort();
         if (!published) {
           if (created) await this.discard(ws, cacheId);
           else await fs.rm(ws, { recursive: true, force: true }).catch(() => undefined);
@@ -474,6 +505,7 @@ export class LayerStore {
     parentCacheId: string | null,
     input: Readable | AsyncIterable<Uint8Array>,
     opts: RegisterOptions,
+    recorder: TarSplitRecorder | null = null,
   ): Promise<{ diffId: string; size: number; bytes: number }> {
     const hash = createHash('sha256');
     let bytes = 0;
@@ -485,6 +517,11 @@ export class LayerStore {
     if (opts.ratioFloor !== undefined) limits.ratioFloor = opts.ratioFloor;
     const it = decompressStream(input, limits)[Symbol.asyncIterator]();
     const pass = new PassThrough({ highWaterMark: 1 << 20 });
+    // The pump's failure reaches the caller through `pump` below, and the driver sees the stream fail when it
+    // reads. The stream's own 'error' event must not go unheard: a layer that fails before the driver subscribed
+    // (a bad gzip CRC at the end of a small layer, a decompression limit) was an uncaught exception that killed
+    // the process.
+    pass.on('error', () => undefined);
     const pump = (async (): Promise<void> => {
       try {
         for (;;) {
@@ -504,19 +541,27 @@ export class LayerStore {
           hash.update(c);
           bytes += c.length;
           opts.onData?.(c);
+          const recorded = recorder?.write(c);
+          if (recorded) await recorded;
           if (!pass.destroyed && !pass.write(c)) await drained(pass);
         }
+        recorder?.end();
         pass.end();
       } catch (e) {
+        recorder?.abort();
         pass.destroy(e instanceof Error ? e : new Error(String(e)));
         throw e;
       }
     })();
+    // Awaited below, possibly only after the driver finished: observed now so that a pump failing while the
+    // driver is still busy is not an unhandled rejection (fatal by default) in the meantime.
+    pump.catch(() => undefined);
     let size: number;
     try {
       size = await this.driver.applyDiff(cacheId, parentCacheId, pass);
     } catch (e) {
       aborted = true;
+      recorder?.abort();
       pass.destroy();
       const src = input as Partial<Readable>;
       if (typeof src.destroy === 'function') src.destroy();
@@ -531,6 +576,61 @@ export class LayerStore {
     pass.resume();
     await pump;
     return { diffId: `sha256:${hash.digest('hex')}`, size, bytes };
+  }
+
+  // ---- exact tars ----
+
+  /**
+   * The layer's tar, uncompressed: re-created byte for byte from its tar-split record and the files of the
+   * mounted layer (the driver's get/put), or, for a layer registered without a record, the driver's diff against
+   * its parent. Unless `verify` is false, the stream fails with ERR_DIGEST_MISMATCH when its sha256 is not the
+   * diffID (a layer changed on disk, or a driver diff that differs from the original tar). The layer stays
+   * mounted and cannot be deleted until the stream ends or is destroyed: consume it or destroy it.
+   */
+  async tarStream(chainId: string, opts: TarStreamOptions = {}): Promise<Readable> {
+    const r = await this.pin(chainId);
+    if (r === null) throw new LayerNotFoundError(String(chainId));
+    const what = `tar of layer ${chainId}`;
+    let source: AsyncIterable<Buffer>;
+    let release: () => Promise<void>;
+    try {
+      const split = path.join(this.layersDir, digestHex(chainId), TAR_SPLIT_FILE);
+      if (await exists(split)) {
+        const bindings = (this.bindings ??= loadBindings());
+        const root = await this.driver.get(r.cacheId);
+        source = assembleTar(readTarSplit(split), boundedLayerFiles(root, bindings));
+        release = () => this.driver.put(r.cacheId);
+      } else {
+        const parent = r.parent === null ? null : (this.layers.get(r.parent)?.cacheId ?? null);
+        const diff = await this.driver.diff(r.cacheId, parent);
+        source = diff;
+        release = async () => void diff.destroy();
+      }
+    } catch (e) {
+      await this.unpin(r);
+      throw e;
+    }
+    const out = opts.verify === false ? source : verifyDiffId(source, r.diffId, what);
+    return releasingStream(out[Symbol.asyncIterator](), async () => {
+      try {
+        await release();
+      } finally {
+        await this.unpin(r);
+      }
+    });
+  }
+
+  /** Length of the tar {@link tarStream} re-creates from the layer's tar-split record; null without a record. */
+  async tarSize(chainId: string): Promise<number | null> {
+    const r = await this.pin(chainId);
+    try {
+      return await tarSplitSize(path.join(this.layersDir, digestHex(chainId), TAR_SPLIT_FILE));
+    } catch (e) {
+      if (errCode(e) === 'ENOENT') return null;
+      throw e;
+    } finally {
+      await this.unpin(r);
+    }
   }
 
   /** Takes one more handle on a layer. */

@@ -13,6 +13,7 @@ export {
   type RemoveImageResult,
   type VerifyOptions,
   type VerifyReport,
+  type CloseOptions,
 } from './storage';
 export { StoreLock, type LockOptions } from './lock';
 export * from '../layer';

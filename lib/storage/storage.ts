@@ -16,7 +16,7 @@
 import * as fsSync from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 
 import { changesDirs } from '../archive/changes';
 import type { Change } from '../archive/change';
@@ -29,12 +29,18 @@ import { setupInitLayer } from '../container/init-layer';
 import { ContainerStore, CONTAINER_NAME_RE, type Container } from '../container/container-store';
 import { childConfig, goTime, importConfig, parseImageConfig, serializeConfig, type ImageConfig, type ImportConfigOptions } from '../image/config';
 import { ImageStore, type Image, type ImageProblem } from '../image/image-store';
-import { normalizeReference } from '../image/reference';
+import { loadImageArchive, type LoadImageOptions } from '../image/load';
+import { saveImageArchive, type SaveImageOptions } from '../image/save';
+import { familiarName, normalizeReference, parseReference } from '../image/reference';
 import { listDriverLayers } from '../layer/driver-layers';
-import { LayerStore, type Layer, type RegisteredLayer, type RegisterOptions, type LayerReferences } from '../layer/layer-store';
+import { LayerStore, type Layer, type RegisteredLayer, type RegisterOptions, type LayerReferences, type TarStreamOptions } from '../layer/layer-store';
 import type { NativeBindings } from '../native/types';
-import { ContainerNameInUseError, ImageInUseError, InvalidReferenceError, StoreClosedError } from './errors';
+import { DistributionMetadata } from '../registry/distribution-metadata';
+import { pullImage as registryPull, type PullOptions } from '../registry/pull';
+import { pushImage as registryPush, type PushOptions } from '../registry/push';
+import { ContainerNameInUseError, ImageInUseError, ImageNotFoundError, InvalidReferenceError, InvalidStoreIdError, StoreClosedError } from './errors';
 import { errCode, Mutex, randomHex } from './fsutil';
+import { unmountStale } from './stale-mounts';
 import { StoreLock } from './lock';
 
 /** Options of {@link Storage.open}. */
@@ -147,6 +153,26 @@ function randomId(): string {
   }
 }
 
+/**
+ * Checks a reference an image is about to be tagged with, before any work: normalizeReference accepts
+ * `sha256:<tag>` (a repository named "sha256"), which tagging refuses as ambiguous, so without this an import or
+ * commit would create its layer and image and only then fail, leaving an untagged image behind.
+ */
+function checkNewReference(ref: string): void {
+  normalizeReference(ref);
+  if (familiarName(parseReference(ref)) === 'sha256') throw new InvalidReferenceError(ref, 'refusing to create an ambiguous tag using digest algorithm as name');
+}
+
+/** Options of {@link Storage.close}. */
+export interface CloseOptions {
+  /**
+   * Leave mounted containers mounted and the driver's devices attached: only the store lock is released. For
+   * short-lived processes (like the CLI) whose `mount` must outlive them; a later process unmounts with
+   * `unmountContainer` or its own `close()`.
+   */
+  keepMounts?: boolean;
+}
+
 /** The store; see the module documentation. */
 export class Storage {
   private closed = false;
@@ -156,6 +182,8 @@ export class Storage {
   private readonly creating = new Map<string, number>();
   private readonly reservedNames = new Set<string>();
   private readonly gate = new Mutex();
+  /** Registry blobs known per layer (created on first use). */
+  private distribution: DistributionMetadata | null = null;
 
   private constructor(
     /** Absolute store root. */
@@ -184,10 +212,16 @@ export class Storage {
       if (opts.driver !== undefined) cfg.name = opts.driver;
       if (opts.bindings !== undefined) cfg.bindings = opts.bindings;
       driver = await newDriver(cfg);
+      // A process that died with the store open (crash, SIGKILL) leaves its mounts behind. The lock proves that no
+      // live process uses the store, so every mount below the driver home is stale: unmounted before the layer store
+      // rolls back interrupted work, and before the driver could adopt one as its own (a container's mount/unmount
+      // pair would then leave it mounted until close).
+      await unmountStale(path.join(root, driver.name), opts.bindings, opts.onWarning ?? (() => undefined));
       const sync = opts.sync ?? true;
       const imageDir = path.join(root, 'image', driver.name);
       const layerOpts: Parameters<typeof LayerStore.open>[0] = { driver, dir: path.join(imageDir, 'layerdb'), sync };
       if (opts.onWarning) layerOpts.onWarning = opts.onWarning;
+      if (opts.bindings) layerOpts.bindings = opts.bindings;
       const layers = await LayerStore.open(layerOpts);
       const images = await ImageStore.open({ dir: imageDir, layers, sync });
       const containers = await ContainerStore.open(path.join(root, 'containers'), driver.name, (id) => layers.getRWLayer(id) !== null, sync);
@@ -209,6 +243,15 @@ export class Storage {
   async registerLayer(tar: Readable | AsyncIterable<Uint8Array>, parent: string | null = null, opts: RegisterOptions = {}): Promise<RegisteredLayer> {
     this.check();
     return this.layerStore.register(tar, parent, opts);
+  }
+
+  /**
+   * The layer's uncompressed tar, byte for byte as it was registered (same diffID); see {@link LayerStore.tarStream}.
+   * Consume or destroy the stream: the layer stays mounted until then.
+   */
+  async layerTar(chainId: string, opts: TarStreamOptions = {}): Promise<Readable> {
+    this.check();
+    return this.layerStore.tarStream(chainId, opts);
   }
 
   /** Releases a handle on a layer; see {@link LayerStore.release}. Resolves to the chains deleted. */
@@ -238,12 +281,34 @@ export class Storage {
   // ---- images ----
 
   /**
+   * Loads the images of a `docker save` archive (Docker ≤ 24 or 25+ layout) or an OCI image layout archive
+   * (`skopeo copy ... oci-archive:`), given as a file path or a stream, uncompressed or gzip/zstd-compressed, all
+   * or nothing: every digest is verified (configs, layer blobs, diffIDs against the configs), references from
+   * the archive are applied, and on any error the store is left as it was. Resolves to the images in archive
+   * order. See {@link loadImageArchive}.
+   */
+  async loadImage(src: string | Readable, opts: LoadImageOptions = {}): Promise<Image[]> {
+    this.check();
+    return loadImageArchive({ layers: this.layerStore, images: this.imageStore, tmpDir: path.join(this.root, 'tmp') }, src, opts);
+  }
+
+  /**
+   * Writes images (references, ids or id prefixes) in `docker save` format to a file path or a stream; layer tars
+   * are the exact tars the layers were registered from, so loading the archive gives the same image ids and
+   * diffIDs. See {@link saveImageArchive}.
+   */
+  async saveImage(refs: string | string[], dest: string | Writable, opts: SaveImageOptions = {}): Promise<void> {
+    this.check();
+    return saveImageArchive({ layers: this.layerStore, images: this.imageStore, tmpDir: path.join(this.root, 'tmp') }, refs, dest, opts);
+  }
+
+  /**
    * Imports one tar (a file path, a directory whose content becomes the layer, or a stream; uncompressed, gzip
    * or zstd) as a one-layer image, like `docker import`.
    */
   async importImage(src: string | Readable, opts: ImportImageOptions = {}): Promise<Image> {
     this.check();
-    if (opts.reference !== undefined) normalizeReference(opts.reference); // invalid references fail before any work
+    if (opts.reference !== undefined) checkNewReference(opts.reference); // invalid references fail before any work
     let input: Readable;
     if (typeof src === 'string') {
       const st = await fs.stat(src);
@@ -273,10 +338,41 @@ export class Storage {
    */
   async createImage(config: Buffer, opts: { reference?: string; parent?: string } = {}): Promise<Image> {
     this.check();
-    if (opts.reference !== undefined) normalizeReference(opts.reference);
+    if (opts.reference !== undefined) checkNewReference(opts.reference);
+    // The parent is written to imagedb/metadata as given: only the full id of an image of this store is taken, so
+    // that nothing else (e.g. a path from a hostile archive, CVE-2014-9358 style) is ever recorded as one.
+    if (opts.parent !== undefined) {
+      if (typeof opts.parent !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(opts.parent)) throw new InvalidStoreIdError('parent image id', opts.parent);
+      if (!this.imageStore.has(opts.parent)) throw new ImageNotFoundError(opts.parent);
+    }
     const id = await this.imageStore.create(config, opts.parent !== undefined ? { parent: opts.parent } : {});
     if (opts.reference !== undefined) await this.imageStore.tag(id, opts.reference);
     return this.imageStore.get(id);
+  }
+
+  /**
+   * Pulls an image from a registry (OCI distribution API v2) and tags it with `ref`; see {@link PullOptions}
+   * (platform, credentials, progress, AbortSignal). Layers already in the store are not downloaded again; a failed
+   * or aborted pull leaves nothing behind.
+   */
+  async pullImage(ref: string, opts: PullOptions = {}): Promise<Image> {
+    this.check();
+    return (await registryPull(this.registryTarget(), ref, opts)).image;
+  }
+
+  /**
+   * Pushes the image `opts.image` (default: `ref` itself) to a registry as `ref`, with each layer's original tar.
+   * See {@link PushOptions}; `opts.onPushed` receives the manifest's digest and size.
+   */
+  async pushImage(ref: string, opts: PushOptions = {}): Promise<void> {
+    this.check();
+    await registryPush(this.registryTarget(), ref, opts);
+  }
+
+  /** What the registry client reads and writes: the stores, a temp dir swept at open, Docker's distribution metadata. */
+  private registryTarget(): { layers: LayerStore; images: ImageStore; spoolDir: string; distribution: DistributionMetadata } {
+    this.distribution ??= new DistributionMetadata(path.join(this.imageStore.dir, 'distribution'));
+    return { layers: this.layerStore, images: this.imageStore, spoolDir: this.layerStore.tmpDir, distribution: this.distribution };
   }
 
   /** Points `ref` at the image `src` (a reference, id or id prefix). Resolves to the normalised reference. */
@@ -482,7 +578,7 @@ export class Storage {
    */
   async commitContainer(idOrName: string, opts: CommitOptions = {}): Promise<Image> {
     this.check();
-    if (opts.reference !== undefined) normalizeReference(opts.reference);
+    if (opts.reference !== undefined) checkNewReference(opts.reference);
     const c = this.containers.resolve(idOrName);
     const top = c.layer ?? null;
     const parentExists = this.imageStore.has(c.image);
@@ -645,18 +741,20 @@ export class Storage {
     }
   }
 
-  /** Unmounts what this store mounted, cleans up the driver and releases the lock. */
-  async close(): Promise<void> {
+  /** Unmounts what this store mounted, cleans up the driver and releases the lock (with `keepMounts`, only the lock). */
+  async close(opts: CloseOptions = {}): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     const failures: unknown[] = [];
-    for (const [id, n] of this.mounted) {
-      const c = this.containers.has(id) ? this.containers.resolve(id) : null;
-      if (!c) continue;
-      for (let i = 0; i < n; i++) await this.driver.put(c.mountId).catch((e: unknown) => failures.push(e));
+    if (!opts.keepMounts) {
+      for (const [id, n] of this.mounted) {
+        const c = this.containers.has(id) ? this.containers.resolve(id) : null;
+        if (!c) continue;
+        for (let i = 0; i < n; i++) await this.driver.put(c.mountId).catch((e: unknown) => failures.push(e));
+      }
+      this.mounted.clear();
+      await this.driver.cleanup().catch((e: unknown) => failures.push(e));
     }
-    this.mounted.clear();
-    await this.driver.cleanup().catch((e: unknown) => failures.push(e));
     await this.lock.release().catch((e: unknown) => failures.push(e));
     if (failures.length > 0) throw failures[0];
   }

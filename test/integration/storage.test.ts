@@ -526,7 +526,7 @@ describeIf(overlayReason, 'Storage across processes (overlay2)', () => {
         const layers = await s.listLayers();
         for (const l of layers) {
           const dir = path.join(root, 'image', 'overlay2', 'layerdb', 'sha256', l.chainId.slice(7));
-          expect(fs.readdirSync(dir).sort()).toEqual(l.parent === null ? ['cache-id', 'diff', 'size'] : ['cache-id', 'diff', 'parent', 'size']);
+          expect(fs.readdirSync(dir).sort()).toEqual(l.parent === null ? ['cache-id', 'diff', 'size', 'tar-split.json.gz'] : ['cache-id', 'diff', 'parent', 'size', 'tar-split.json.gz']);
           expect(await s.driver.exists(l.cacheId)).toBe(true);
         }
         for (const img of await s.listImages()) for (const c of img.layers) expect(layers.some((l) => l.chainId === c)).toBe(true);

@@ -1,0 +1,437 @@
+/**
+ * Exact re-creation of layer tars from metadata, as Docker does with vbatts/tar-split: when a layer is registered,
+ * everything of its tar that is not file content (headers, PAX and GNU long-name records, padding, the end marker
+ * and whatever follows it) is recorded together with the name, size and CRC-64 of each file body; the bodies
+ * themselves are not kept. Later the tar is rebuilt byte for byte from that record and the files of the mounted
+ * layer, so `saveImage`/`pushImage` hand out the very tar whose sha256 is the layer's diffID.
+ *
+ * The record is Docker's `tar-split.json.gz` format (one JSON object per line, gzip-compressed):
+ * `{"type":2,"payload":"<base64 raw bytes>","position":0}` for raw segments and
+ * `{"type":1,"name":"etc/passwd","size":1234,"payload":"<base64 crc64>","position":1}` for file entries
+ * (payload null for empty bodies), positions counting from 0.
+ * @module
+ */
+import { createReadStream } from 'node:fs';
+import { createGunzip, createGzip } from 'node:zlib';
+
+import { cleanEntryPath } from '../archive/entry-path';
+import { readTar } from '../archive/tar-reader';
+import { goJson } from '../image/config';
+import { DigestMismatchError, StoreCorruptError } from '../storage/errors';
+import { Crc64 } from './crc64';
+
+/** File name of the record in a layer's layerdb directory (Docker's). */
+export const TAR_SPLIT_FILE = 'tar-split.json.gz';
+
+/** Entry type of a file body (`storage.FileType`). */
+export const FILE_ENTRY = 1;
+/** Entry type of raw archive bytes (`storage.SegmentType`). */
+export const SEGMENT_ENTRY = 2;
+
+/** One record line. */
+export type TarSplitEntry =
+  | { type: typeof SEGMENT_ENTRY; payload: Buffer; position: number }
+  | { type: typeof FILE_ENTRY; name: string; size: number; crc: Buffer | null; position: number };
+
+/** Bytes after the end of the archive are recorded in segments of at most this size (as tar-split does). */
+const MAX_SEGMENT = 1 << 20;
+/** Raw bytes without a body in between beyond this are taken as the end of the archive and its trailer. */
+const TRAILER_FLUSH = 8 << 20;
+/** The recorder stops accepting data (the caller waits) while this much is queued for the parser. */
+const QUEUE_HIGH_WATER = 4 << 20;
+/** JSON lines are handed to gzip in batches of about this many characters. */
+const GZIP_BATCH = 64 << 10;
+/** Deepest path accepted in a record (the archive engine refuses deeper layers anyway). */
+const MAX_DEPTH = 1024;
+
+/**
+ * Records the tar-split metadata of a tar stream fed to it chunk by chunk (see the module documentation). The
+ * stream is parsed by the same reader the archive engine uses. A stream the reader refuses makes {@link result}
+ * reject; the caller then keeps the layer without a record (it can still be exported through the driver's diff,
+ * just not byte for byte).
+ */
+export class TarSplitRecorder {
+  private readonly queue: Buffer[] = [];
+  private queued = 0;
+  private ended = false;
+  private failed: unknown = null;
+  /** Wakes the parser when data arrives or the input ends. */
+  private wakeParser: (() => void) | null = null;
+  /** Wakes the writer when the queue drains. */
+  private wakeWriter: (() => void) | null = null;
+  private readonly parser: Promise<void>;
+  private readonly gzip = createGzip();
+  private readonly gzParts: Buffer[] = [];
+  private readonly gzDone: Promise<void>;
+  private lines: string[] = [];
+  private linesLen = 0;
+  private position = 0;
+  /** Raw bytes seen since the last entry was written. */
+  private raw: Buffer[] = [];
+  private rawLen = 0;
+  /** The entry whose body was just read (its segment number comes next). */
+  private current: { name: string; crc: Crc64 | null } | null = null;
+  /** Padding after the last body (part of the end-of-archive segment). */
+  private lastPad = 0;
+  /** Whether the end-of-archive segment was written (trailing bytes follow in 1 MiB segments). */
+  private endDone = false;
+
+  constructor() {
+    this.gzip.on('data', (c: Buffer) => this.gzParts.push(c));
+    this.gzDone = new Promise<void>((resolve, reject) => {
+      this.gzip.once('end', resolve);
+      this.gzip.once('error', reject);
+    });
+    this.parser = this.parse().catch((e: unknown) => {
+      this.failed = e;
+      this.queue.length = 0;
+      this.queued = 0;
+      this.wakeWriter?.();
+    });
+  }
+
+  /**
+   * Feeds the next bytes of the tar. Returns a promise when the caller should wait before feeding more (the
+   * parser is behind), else null. Never throws: a parse failure shows in {@link result}.
+   */
+  write(chunk: Buffer): Promise<void> | null {
+    if (this.failed !== null || this.ended || chunk.length === 0) return null;
+    this.queue.push(chunk);
+    this.queued += chunk.length;
+    this.wakeParser?.();
+    if (this.queued < QUEUE_HIGH_WATER) return null;
+    return new Promise<void>((resolve) => {
+      this.wakeWriter = resolve;
+    });
+  }
+
+  /** Marks the end of the tar. */
+  end(): void {
+    this.ended = true;
+    this.wakeParser?.();
+  }
+
+  /** Stops recording (the registration failed); {@link result} rejects. */
+  abort(): void {
+    if (this.failed === null) this.failed = new Error('tar-split recording aborted');
+    this.ended = true;
+    this.queue.length = 0;
+    this.queued = 0;
+    this.wakeParser?.();
+    this.wakeWriter?.();
+    this.gzip.destroy();
+    // Nobody may ask for the result any more: the parser's end must not surface as an unhandled rejection.
+    this.gzDone.catch(() => undefined);
+  }
+
+  /** The gzip-compressed record, once the whole tar was fed and {@link end} called. */
+  async result(): Promise<Buffer> {
+    await this.parser;
+    if (this.failed !== null) {
+      this.gzip.destroy();
+      throw this.failed;
+    }
+    this.flushLines();
+    this.gzip.end();
+    await this.gzDone;
+    return Buffer.concat(this.gzParts);
+  }
+
+  private async *source(): AsyncGenerator<Buffer> {
+    for (;;) {
+      if (this.failed !== null) return;
+      const c = this.queue.shift();
+      if (c !== undefined) {
+        this.queued -= c.length;
+        if (this.queued < QUEUE_HIGH_WATER / 2 && this.wakeWriter) {
+          const w = this.wakeWriter;
+          this.wakeWriter = null;
+          w();
+        }
+        yield c;
+        continue;
+      }
+      if (this.ended) return;
+      await new Promise<void>((resolve) => {
+        this.wakeParser = resolve;
+      });
+      this.wakeParser = null;
+    }
+  }
+
+  private async parse(): Promise<void> {
+    const onSegment = (seg: Buffer | number): void => this.segment(seg);
+    for await (const e of readTar(this.source(), { onSegment })) {
+      const crc = e.header.size > 0 ? new Crc64() : null;
+      this.current = { name: e.header.name, crc };
+      for await (const c of e.body()) crc?.update(c);
+    }
+    if (this.failed !== null) throw this.failed;
+    this.flushTrailer(true);
+  }
+
+  private segment(seg: Buffer | number): void {
+    if (typeof seg === 'number') {
+      // A body: what came before it (the previous body's padding, then this entry's headers) is one segment,
+      // the body a file entry, exactly as tar-split cuts an archive.
+      this.flushRaw();
+      const cur = this.current;
+      if (cur === null) throw new Error('tar-split: body without an entry');
+      this.entry({ type: FILE_ENTRY, name: cur.name, size: seg, crc: seg > 0 && cur.crc ? cur.crc.digest() : null, position: 0 });
+      this.current = null;
+      this.lastPad = (512 - (seg % 512)) % 512;
+      this.endDone = false;
+      return;
+    }
+    this.raw.push(seg);
+    this.rawLen += seg.length;
+    // Headers between two bodies are a few MiB at most: this much means the end of the archive, followed by
+    // (possibly huge) trailing bytes, which must not pile up in memory.
+    if (this.rawLen >= TRAILER_FLUSH) this.flushTrailer(false);
+  }
+
+  /** Takes `n` bytes off the front of the raw bytes. */
+  private take(n: number): Buffer {
+    const all = this.raw.length === 1 ? this.raw[0]! : Buffer.concat(this.raw, this.rawLen);
+    const out = all.subarray(0, n);
+    const rest = all.subarray(n);
+    this.raw = rest.length > 0 ? [rest] : [];
+    this.rawLen = rest.length;
+    return out;
+  }
+
+  private flushRaw(): void {
+    if (this.rawLen > 0) this.entry({ type: SEGMENT_ENTRY, payload: this.take(this.rawLen), position: 0 });
+  }
+
+  /**
+   * The end of the archive as tar-split records it: the last body's padding and the end marker (what Go's
+   * tar reader consumes when it meets the end) as one segment, whatever follows in segments of at most 1 MiB,
+   * and at the very end an empty segment (tar-split's last read, which returned nothing).
+   */
+  private flushTrailer(final: boolean): void {
+    if (!this.endDone) {
+      const n = Math.min(this.rawLen, this.lastPad + 1024);
+      if (n > 0) this.entry({ type: SEGMENT_ENTRY, payload: this.take(n), position: 0 });
+      this.endDone = true;
+    }
+    while (this.rawLen >= MAX_SEGMENT || (final && this.rawLen > 0)) {
+      this.entry({ type: SEGMENT_ENTRY, payload: this.take(Math.min(MAX_SEGMENT, this.rawLen)), position: 0 });
+    }
+    if (final) this.entry({ type: SEGMENT_ENTRY, payload: Buffer.alloc(0), position: 0 });
+  }
+
+  private entry(e: TarSplitEntry): void {
+    const position = this.position++;
+    // Field order and encoding of Go's encoding/json for storage.Entry.
+    const line =
+      e.type === SEGMENT_ENTRY
+        ? `{"type":2,"payload":"${e.payload.toString('base64')}","position":${position}}\n`
+        : `{"type":1,"name":${goJson(e.name)}${e.size > 0 ? `,"size":${e.size}` : ''},"payload":${e.crc ? `"${e.crc.toString('base64')}"` : 'null'},"position":${position}}\n`;
+    this.lines.push(line);
+    this.linesLen += line.length;
+    if (this.linesLen >= GZIP_BATCH) this.flushLines();
+  }
+
+  private flushLines(): void {
+    if (this.lines.length === 0) return;
+    this.gzip.write(this.lines.join(''));
+    this.lines = [];
+    this.linesLen = 0;
+  }
+}
+
+function corrupt(file: string, line: number, why: string): StoreCorruptError {
+  return new StoreCorruptError(`tar-split record ${file}, line ${line}: ${why}`);
+}
+
+function base64Field(v: unknown, file: string, line: number, what: string): Buffer {
+  if (typeof v !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(v)) throw corrupt(file, line, `${what} is not base64`);
+  return Buffer.from(v, 'base64');
+}
+
+/** Parses one record line (Docker's or ours). */
+function parseLine(text: string, file: string, line: number, expected: number): TarSplitEntry {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw corrupt(file, line, `not JSON (${(e as Error).message})`);
+  }
+  if (typeof v !== 'object' || v === null) throw corrupt(file, line, 'not an object');
+  const o = v as Record<string, unknown>;
+  const position = o.position ?? 0;
+  if (position !== expected) throw corrupt(file, line, `position ${String(position)} where ${expected} was expected`);
+  if (o.type === SEGMENT_ENTRY) {
+    return { type: SEGMENT_ENTRY, payload: base64Field(o.payload ?? '', file, line, 'payload'), position: expected };
+  }
+  if (o.type !== FILE_ENTRY) throw corrupt(file, line, `unknown entry type ${JSON.stringify(o.type)}`);
+  const size = o.size ?? 0;
+  if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw corrupt(file, line, 'invalid size');
+  let name: string;
+  if (typeof o.name === 'string' && o.name !== '') name = o.name;
+  else if (o.name_raw !== undefined && o.name_raw !== null) name = base64Field(o.name_raw, file, line, 'name_raw').toString('utf8');
+  else throw corrupt(file, line, 'file entry without a name');
+  let crc: Buffer | null = null;
+  if (o.payload !== null && o.payload !== undefined) {
+    crc = base64Field(o.payload, file, line, 'payload');
+    if (crc.length !== 8) throw corrupt(file, line, 'checksum is not 8 bytes');
+  }
+  if (size > 0 && crc === null) throw corrupt(file, line, 'file entry with content but no checksum');
+  return { type: FILE_ENTRY, name, size, crc, position: expected };
+}
+
+/** Reads a `tar-split.json.gz` record entry by entry (corrupt records fail with ERR_STORE_CORRUPT). */
+export async function* readTarSplit(file: string): AsyncGenerator<TarSplitEntry> {
+  const gunzip = createGunzip();
+  const input = createReadStream(file);
+  input.on('error', (e) => gunzip.destroy(e));
+  input.pipe(gunzip);
+  let rest: Buffer = Buffer.alloc(0);
+  let line = 0;
+  const parse = (bytes: Buffer): TarSplitEntry => {
+    line++;
+    return parseLine(bytes.toString('utf8'), file, line, line - 1);
+  };
+  try {
+    for await (const chunk of gunzip as AsyncIterable<Buffer>) {
+      rest = rest.length === 0 ? chunk : Buffer.concat([rest, chunk]);
+      let start = 0;
+      let nl: number;
+      while ((nl = rest.indexOf(0x0a, start)) >= 0) {
+        const text = rest.subarray(start, nl);
+        start = nl + 1;
+        if (text.length > 0) yield parse(text);
+      }
+      rest = rest.subarray(start);
+    }
+  } catch (e) {
+    if ((e as { code?: string }).code?.startsWith('Z_')) throw new StoreCorruptError(`tar-split record ${file} is not valid gzip: ${(e as Error).message}`, { cause: e });
+    throw e;
+  } finally {
+    input.destroy();
+    gunzip.destroy();
+  }
+  if (rest.length > 0) yield parse(rest);
+}
+
+/** Length of the tar a record re-creates. */
+export async function tarSplitSize(file: string): Promise<number> {
+  let n = 0;
+  for await (const e of readTarSplit(file)) n += e.type === SEGMENT_ENTRY ? e.payload.length : e.size;
+  return n;
+}
+
+/** Where {@link assembleTar} reads file bodies from (a mounted layer). */
+export interface LayerFiles {
+  /** The whole content of a small file (exactly `size` bytes expected). */
+  readAll(name: string, size: number): Promise<Buffer>;
+  /** The content of a file in chunks. */
+  stream(name: string, size: number): AsyncIterable<Buffer>;
+}
+
+/** Options of {@link assembleTar}. */
+export interface AssembleOptions {
+  /** Files up to this size are read ahead, several at a time (default 1 MiB). */
+  prefetchSize?: number;
+  /** How many entries are read ahead (default 16). */
+  prefetchCount?: number;
+}
+
+type Pending =
+  | { entry: TarSplitEntry & { type: typeof SEGMENT_ENTRY } }
+  | { entry: TarSplitEntry & { type: typeof FILE_ENTRY }; data?: Promise<Buffer> };
+
+function crcHex(b: Buffer | null): string {
+  return `crc64:${b === null ? '-' : b.toString('hex')}`;
+}
+
+/** Errors that mean "the file is not there (any more)": the layer does not hold what the record says. */
+const MISSING = new Set(['ENOENT', 'ENOTDIR', 'ELOOP', 'EXDEV']);
+
+function missing(e: TarSplitEntry & { type: typeof FILE_ENTRY }, err: unknown): unknown {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code !== 'string' || !MISSING.has(code)) return err;
+  return new DigestMismatchError(crcHex(e.crc), `missing file (${code})`, `content of ${JSON.stringify(e.name)}`);
+}
+
+/**
+ * Re-creates a tar from its record and the files (see the module documentation). Each body is checked against
+ * its recorded size and CRC-64; a file that is missing or differs fails with ERR_DIGEST_MISMATCH. Small files
+ * are read ahead concurrently (the reads are the slow part: one open per file).
+ */
+export async function* assembleTar(entries: AsyncIterable<TarSplitEntry>, files: LayerFiles, opts: AssembleOptions = {}): AsyncGenerator<Buffer> {
+  const prefetchSize = opts.prefetchSize ?? 1 << 20;
+  const prefetchCount = opts.prefetchCount ?? 16;
+  const it = entries[Symbol.asyncIterator]();
+  const window: Pending[] = [];
+  let done = false;
+  const fill = async (): Promise<void> => {
+    while (!done && window.length < prefetchCount) {
+      const r = await it.next();
+      if (r.done) {
+        done = true;
+        break;
+      }
+      const e = r.value;
+      if (e.type === SEGMENT_ENTRY) {
+        window.push({ entry: e });
+        continue;
+      }
+      const p: Pending = { entry: e };
+      if (e.size > 0 && e.size <= prefetchSize) {
+        const data = files.readAll(cleanEntryPath(e.name, MAX_DEPTH), e.size);
+        // Rejections are observed when the entry is reached; until then they must not count as unhandled.
+        data.catch(() => undefined);
+        p.data = data;
+      }
+      window.push(p);
+    }
+  };
+  try {
+    for (;;) {
+      await fill();
+      const p = window.shift();
+      if (p === undefined) return;
+      const e = p.entry;
+      if (e.type === SEGMENT_ENTRY) {
+        if (e.payload.length > 0) yield e.payload;
+        continue;
+      }
+      if (e.size === 0) continue;
+      const crc = new Crc64();
+      let got = 0;
+      if ('data' in p && p.data !== undefined) {
+        let buf: Buffer;
+        try {
+          buf = await p.data;
+        } catch (err) {
+          throw missing(e, err);
+        }
+        crc.update(buf);
+        got = buf.length;
+        if (got === e.size && crc.digest().equals(e.crc!)) {
+          yield buf;
+          continue;
+        }
+      } else {
+        try {
+          for await (const c of files.stream(cleanEntryPath(e.name, MAX_DEPTH), e.size)) {
+            got += c.length;
+            if (got > e.size) break;
+            crc.update(c);
+            yield c;
+          }
+        } catch (err) {
+          throw missing(e, err);
+        }
+        if (got === e.size && crc.digest().equals(e.crc!)) continue;
+      }
+      throw new DigestMismatchError(crcHex(e.crc), got === e.size ? crcHex(crc.digest()) : `${got} of ${e.size} bytes`, `content of ${JSON.stringify(e.name)}`);
+    }
+  } finally {
+    // Reads still in flight hold files of the layer open: let them finish before the caller unmounts it.
+    await Promise.allSettled(window.map((p) => ('data' in p ? p.data : undefined)));
+    await it.return?.();
+  }
+}
