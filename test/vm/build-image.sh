@@ -59,7 +59,7 @@ apt_install() {
 }
 
 busybox_is_static() {   # (ldd exits 1 on a static binary)
-  [ -x /bin/busybox ] && case $(LC_ALL=C ldd /bin/busybox 2>&1) in *'not a dynamic executable'*) true ;; *) false ;; esac
+  [ -x /bin/busybox ] && case $(LC_ALL=C ldd /bin/busybox 2>&1 || true) in *'not a dynamic executable'*) true ;; *) false ;; esac
 }
 
 ensure_tools() {
@@ -157,7 +157,8 @@ for b in $REQUIRED_BINS $OPTIONAL_BINS; do
   fi
 done
 for l in $EXTRA_LIBS; do
-  p=$(LC_ALL=C ldconfig -p 2>/dev/null | awk -v n="$l" '$1 == n && /x86-64/ { print $NF; exit }')
+  # awk reads everything (no early exit): ldconfig must not die of SIGPIPE, which pipefail would turn into a failure
+  p=$(LC_ALL=C ldconfig -p 2>/dev/null | awk -v n="$l" '$1 == n && /x86-64/ && !found { print $NF; found = 1 }')
   if [ -n "$p" ] && [ -e "$p" ]; then FILES[$p]=$(readlink -f "$p"); fi
 done
 if [ -f /etc/mke2fs.conf ]; then FILES[/etc/mke2fs.conf]=/etc/mke2fs.conf; fi

@@ -43,6 +43,12 @@ else
   fi
 fi
 ADDON=$(readlink -f "$ADDON")
+
+# ---- compiled JS: the guest runs plain node, so the TypeScript the guest tests load (lib/, the conformance suite)
+# is transpiled into node_modules/.cache/graphdriver-vm, which the guest sees through the checkout share
+JS_T0=$(now_us)
+node "$HERE/compile.js" >/dev/null || harness_error "compiling the TypeScript for the guest failed (test/vm/compile.js)"
+JS_T=$(( $(now_us) - JS_T0 ))
 SHARES=(-virtfs "local,path=$ROOT,mount_tag=host,security_model=none,readonly=on,multidevs=remap")
 case $ADDON in
   "$ROOT"/*) GUEST_ADDON=/host/${ADDON#"$ROOT"/} ;;
@@ -57,6 +63,11 @@ case $GUEST_ADDON in *[[:space:]]*) harness_error "the addon path must not conta
 # ---- what the guest runs
 b64() { printf '%s' "$1" | base64 -w0; }
 APPEND="console=ttyS0 quiet panic=-1 oops=panic mitigations=off vmtest.addon=$GUEST_ADDON"
+# Test files run side by side, one per guest CPU by default: they use separate pools, loop devices and directories,
+# and the devicemapper suites spend much of their time waiting for the (emulated) kernel.
+CONCURRENCY=${GRAPHDRIVER_VM_CONCURRENCY:-$SMP}
+case $CONCURRENCY in ''|*[!0-9]*|0) harness_error "GRAPHDRIVER_VM_CONCURRENCY must be a positive number" ;; esac
+APPEND+=" vmtest.concurrency=$CONCURRENCY"
 if [ $# -gt 0 ]; then
   args=""
   for a in "$@"; do
@@ -125,7 +136,7 @@ GUEST_RC=$(sed -n 's/^[0-9.]* VMTEST-RC=\([0-9]*\)$/\1/p' "$LOG" | tail -1)
 PASS=$(count_of pass); FAIL=$(count_of fail); CANC=$(count_of cancelled); SKIP=$(count_of skipped); TODO=$(count_of todo)
 BOOT=$(stamp_of 'VMTEST: tests start'); DONE=$(stamp_of 'VMTEST: tests finished')
 
-timing="image $(secs "$IMG_T")s"
+timing="image $(secs "$IMG_T")s, js $(secs "$JS_T")s"
 [ -n "$BOOT" ] && timing+=", boot-to-tests ${BOOT}s"
 [ -n "$BOOT" ] && [ -n "$DONE" ] && timing+=", tests $(awk -v a="$BOOT" -v b="$DONE" 'BEGIN { printf "%.1f", b - a }')s"
 timing+=", qemu $(secs "$Q_T")s, total $(secs $(( $(now_us) - T0 )))s"
