@@ -3,7 +3,9 @@
  *
  *  (a) applyLayer of rootfs.tar vs `tar --numeric-owner --xattrs -xpf`, into fresh directories on the same
  *      filesystem: on the disk (/var/tmp, or BENCH_DISK_DIR) and on a tmpfs (the tar copied there too), which
- *      separates syscall/CPU cost from the disk;
+ *      separates syscall/CPU cost from the disk. Ours reads the file with fileChunks() (recycled buffers, as GNU
+ *      tar reuses its own) and, as a second row against the same tar runs, through fs.createReadStream (a fresh
+ *      buffer per read: what a caller handing any Node stream pays);
  *  (b) peak RSS of a child process applying a 1 GiB single-file layer generated on the fly (streaming bound),
  *      next to a child that only generates the stream and to GNU tar extracting the same stream;
  *  (c) changesUpper of an overlay upper dir holding the standard container edit (about 214 changes, as
@@ -33,6 +35,7 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 
 import { applyLayer } from '../lib/archive/apply';
+import { fileChunks } from '../lib/archive/byte-source';
 import { changesUpper } from '../lib/archive/changes';
 import { exportUpper } from '../lib/archive/diff';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../lib/archive/tar-writer';
@@ -155,31 +158,49 @@ function timeCmd(argv: string[]): Promise<Sample> {
   return runner.run(argv);
 }
 
+/** One contender of {@link interleaveMany}: ours run in this process (timed here), or a peer command. */
+interface Contender {
+  name: string;
+  ours?: (round: number) => Promise<void>;
+  peer?: (round: number) => Promise<Sample>;
+}
+
 /**
- * Warm-up plus `runs` rounds of ours and the peer, alternating which goes first. `prepare` runs before each
- * operation (untimed, e.g. a fresh target dir).
+ * Warm-up plus `runs` rounds of every contender, rotating which goes first. `prepare` runs before each
+ * operation (untimed, e.g. a fresh target dir). Returns the samples per contender name.
  */
+async function interleaveMany(
+  runs: number,
+  drop: boolean,
+  contenders: Contender[],
+  hooks: { prepare?: (who: string, round: number) => void } = {},
+): Promise<Record<string, Sample[]>> {
+  const out: Record<string, Sample[]> = Object.fromEntries(contenders.map((c) => [c.name, []]));
+  for (let r = -1; r < runs; r++) {
+    const k = ((r % contenders.length) + contenders.length) % contenders.length;
+    const order = [...contenders.slice(k), ...contenders.slice(0, k)];
+    for (const c of order) {
+      hooks.prepare?.(c.name, r);
+      await quiesce(drop);
+      const s = c.ours ? await timeOurs(() => c.ours!(r)) : await c.peer!(r);
+      if (r < 0) continue; // warm-up
+      out[c.name]!.push(s);
+      process.stderr.write(`    round ${r + 1}/${runs} ${c.name}: ${s.wall.toFixed(3)} s\n`);
+    }
+  }
+  return out;
+}
+
+/** Warm-up plus `runs` rounds of ours and the peer, alternating which goes first (see {@link interleaveMany}). */
 async function interleave(
   runs: number,
   drop: boolean,
   ours: (round: number) => Promise<void>,
   peer: (round: number) => Promise<Sample>,
-  hooks: { prepare?: (who: 'ours' | 'peer', round: number) => void } = {},
+  hooks: { prepare?: (who: string, round: number) => void } = {},
 ): Promise<{ ours: Sample[]; peer: Sample[] }> {
-  const o: Sample[] = [];
-  const p: Sample[] = [];
-  for (let r = -1; r < runs; r++) {
-    const order: Array<'ours' | 'peer'> = r % 2 === 0 ? ['peer', 'ours'] : ['ours', 'peer'];
-    for (const who of order) {
-      hooks.prepare?.(who, r);
-      await quiesce(drop);
-      const s = who === 'ours' ? await timeOurs(() => ours(r)) : await peer(r);
-      if (r < 0) continue; // warm-up
-      (who === 'ours' ? o : p).push(s);
-      process.stderr.write(`    round ${r + 1}/${runs} ${who}: ${s.wall.toFixed(3)} s\n`);
-    }
-  }
-  return { ours: o, peer: p };
+  const res = await interleaveMany(runs, drop, [{ name: 'ours', ours }, { name: 'peer', peer }], hooks);
+  return { ours: res.ours!, peer: res.peer! };
 }
 
 function fmt(x: number): string {
@@ -357,8 +378,8 @@ async function main(): Promise<void> {
     if (only.has('a')) {
       const tmpfsDir = path.join(work, 'tmpfs');
       fs.mkdirSync(tmpfsDir);
-      // Room for every round's two trees (~170 MB each) and the tar.
-      await b.mount('tmpfs', tmpfsDir, 'tmpfs', 0, `size=${Math.ceil(((2 * (runs + 1) + 1) * 200) / 1024) + 1}g,mode=0755`);
+      // Room for every round's three trees (~170 MB each) and the tar.
+      await b.mount('tmpfs', tmpfsDir, 'tmpfs', 0, `size=${Math.ceil(((3 * (runs + 1) + 1) * 200) / 1024) + 1}g,mode=0755`);
       mounts.push(tmpfsDir);
       fs.copyFileSync(TAR, path.join(tmpfsDir, 'rootfs.tar'));
       const targets = [
@@ -370,13 +391,24 @@ async function main(): Promise<void> {
         const fsName = `${fsType(t.base)} (${t.base === tmpfsDir ? 'tmpfs mount' : DISK_DIR})`;
         console.log(`(a) apply ${path.basename(t.tar)} on ${fsName}`);
         const dir = (who: string, r: number): string => path.join(t.base, `x-${who}-${r + 1}`);
-        const res = await interleave(
+        const res = await interleaveMany(
           runs,
           true,
-          async (r) => {
-            await applyLayer(dir('ours', r), fs.createReadStream(t.tar, { highWaterMark: 1 << 20 }), { format: 'naive' });
-          },
-          (r) => timeCmd(['tar', '--numeric-owner', '--xattrs', '-xpf', t.tar, '-C', dir('peer', r)]),
+          [
+            {
+              name: 'ours',
+              ours: async (r) => {
+                await applyLayer(dir('ours', r), fileChunks(t.tar), { format: 'naive' });
+              },
+            },
+            { name: 'peer', peer: (r) => timeCmd(['tar', '--numeric-owner', '--xattrs', '-xpf', t.tar, '-C', dir('peer', r)]) },
+            {
+              name: 'ours-stream',
+              ours: async (r) => {
+                await applyLayer(dir('ours-stream', r), fs.createReadStream(t.tar, { highWaterMark: 1 << 20 }), { format: 'naive' });
+              },
+            },
+          ],
           // The trees are removed only after the last round: ext4's inode allocator skips inodes freed in the last
           // 5-35 s (recently_deleted() reads the inode table for each candidate), so a run right after removing
           // the previous 6,700-entry tree spent seconds of system time there (3-5x the apply itself, and the
@@ -384,7 +416,8 @@ async function main(): Promise<void> {
           { prepare: (who, r) => fs.mkdirSync(dir(who, r)) },
         );
         for (const d of fs.readdirSync(t.base)) if (d.startsWith('x-')) fs.rmSync(path.join(t.base, d), { recursive: true, force: true });
-        rows.push({ name: 'apply rootfs.tar', fs: fsName, ours: res.ours, peerName: 'tar -xpf', peer: res.peer });
+        rows.push({ name: 'apply rootfs.tar (fileChunks)', fs: fsName, ours: res.ours!, peerName: 'tar -xpf', peer: res.peer! });
+        rows.push({ name: 'apply rootfs.tar (fs stream)', fs: fsName, ours: res['ours-stream']!, peerName: 'tar -xpf', peer: res.peer! });
       }
       await b.umount(tmpfsDir, 0);
       mounts.pop();

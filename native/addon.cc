@@ -17,6 +17,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   gd::RegisterCopyTree(env, exports);
   gd::RegisterMountApi(env, exports);
   gd::RegisterQuota(env, exports);
+  gd::RegisterSha256(env, exports);
   return exports;
 }
 }  // namespace

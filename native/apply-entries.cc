@@ -1,9 +1,16 @@
-// applyEntries, finishFile, setTimes: the batched write path the archive layer applies layer tars with.
+// applyEntries, finishFile, setTimes, openApplySession: the batched write path the archive layer applies layer
+// tars with.
 //
-// Every path is resolved inside the layer root (OpenParentBounded: RESOLVE_IN_ROOT), the leaf is handled with
+// Every path is resolved inside the root (OpenParentBounded: RESOLVE_IN_ROOT), the leaf is handled with
 // *at calls that never follow it, and removals only use unlinkat on directory fds opened with O_NOFOLLOW, so no
 // entry can create, change or remove anything outside the root whatever symlinks the tree already holds.
 // One call's entries run in order on one pool thread; each entry reports its own outcome.
+//
+// openApplySession is the same engine for a whole layer: batches of operations packed into one Buffer (the
+// format is described at DecodeRecord) whose file contents are slices of the archive's own chunks (no copy
+// in JavaScript), run strictly in order by one pool thread for as long as batches are queued (SerialQueue), so
+// the main thread parses the next entries while the previous ones are written. The session also streams large
+// files (create, write pieces, finish) without handing an fd to JavaScript, and stops at the first failure.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -11,7 +18,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <optional>
 #include <string>
@@ -25,15 +34,23 @@
 #include "common/failure.h"
 #include "common/fd.h"
 #include "modules.h"
+#include "serial-queue.h"
 #include "tree-util.h"
 
 namespace gd {
 namespace {
 
-enum class Op { Create, Remove, Whiteout, Xattrs };
+// Write, Finish and Times exist only in sessions (see DecodeRecord).
+enum class Op { Create, Remove, Whiteout, Xattrs, Write, Finish, Times };
 enum class Type { None, File, Dir, Symlink, Link, Char, Block, Fifo };
 
 using Xattrs = std::vector<std::pair<std::string, std::string>>;
+
+// A piece of file content.
+struct Seg {
+  const unsigned char* p;
+  size_t n;
+};
 
 struct Times {
   bool has = false;  // mtime given; atime defaults to mtime
@@ -53,18 +70,40 @@ struct Entry {
   unsigned devMajor = 0;
   unsigned devMinor = 0;
   Xattrs xattrs;
-  const unsigned char* data = nullptr;  // bytes of a Buffer kept alive by the worker's reference
-  size_t dataLen = 0;
+  std::vector<Seg> segs;  // file content, in order: bytes of Buffers kept alive by the worker's references
   bool hasSize = false;
   uint64_t size = 0;
   bool keepOpen = false;
   bool deferTimes = false;
   bool noReplace = false;
+  bool stream = false;    // session: the new file stays open in the session for Write/Finish operations
+  bool tolerant = false;  // Times: a path that no longer resolves (ENOENT, ENOTDIR, ELOOP) is skipped
+
+  // Back to the defaults, keeping allocated capacity (sessions decode every record into one Entry).
+  void Clear() {
+    op = Op::Create;
+    type = Type::None;
+    path.clear();
+    hasMode = false;
+    mode = 0;
+    uid = static_cast<uid_t>(-1);
+    gid = static_cast<gid_t>(-1);
+    times = Times{};
+    linkname.clear();
+    devMajor = devMinor = 0;
+    xattrs.clear();
+    segs.clear();
+    hasSize = false;
+    size = 0;
+    keepOpen = deferTimes = noReplace = stream = tolerant = false;
+  }
 };
 
 struct Result {
   int err = 0;
   std::string syscall;
+  std::string path;  // the path the failure is about
+  std::string dest;  // second name: hardlink source, xattr name
   int fd = -1;
   std::vector<std::string> warnings;
 };
@@ -230,8 +269,11 @@ Entry ReadEntry(Napi::Env env, const Keys& k, Napi::Value v, size_t i, Napi::Arr
   e.xattrs = XattrsOf(env, o.Get(k.xattrs), {b, i, "xattrs"});
   x = o.Get(k.data);
   if (!Absent(x)) {
-    BytesOf(env, x, {b, i, "data"}, e.data, e.dataLen);
+    const unsigned char* d;
+    size_t n;
+    BytesOf(env, x, {b, i, "data"}, d, n);
     keep.Set(keep.Length(), x);
+    if (n > 0) e.segs.push_back({d, n});
   }
   x = o.Get(k.size);
   if (!Absent(x)) {
@@ -276,34 +318,79 @@ bool PwriteAll(int fd, const unsigned char* p, size_t n, uint64_t off) {
   return true;
 }
 
-// Writes `data` skipping whole 4 KiB blocks of zeros (they stay holes), then extends the file to `logical`
-// with ftruncate so trailing holes and a larger declared size are kept.
-bool WriteSparse(int fd, const unsigned char* data, size_t len, uint64_t logical, Failure& f, const std::string& p) {
-  constexpr size_t kBlock = 4096;
-  size_t off = 0;
-  size_t run = SIZE_MAX;  // start of the pending non-zero run
-  uint64_t end = 0;       // end of the last byte written
-  while (off < len) {
-    size_t n = std::min(kBlock, len - off);
-    bool zero = n == kBlock && IsZeroBlock(data + off, n);
-    if (zero) {
-      if (run != SIZE_MAX) {
-        if (!PwriteAll(fd, data + run, off - run, run)) return f.Errno("write", p);
-        end = off;
-        run = SIZE_MAX;
+// Writes a file's content sequentially through its fd, leaving whole 4 KiB blocks of zeros (at 4 KiB-aligned
+// file offsets) unwritten so they stay holes (sparse files stay sparse). Pieces may come in any sizes (archive
+// chunks split bodies anywhere): a partial block is carried to the next piece. Finish() writes the partial last
+// block and extends the file with ftruncate to its logical size, so trailing holes and a larger declared size
+// are kept.
+class FileWriter {
+ public:
+  bool Write(int fd, const unsigned char* p, size_t n, Failure& f, const std::string& path) {
+    while (n > 0) {
+      if (carryLen_ > 0) {
+        size_t take = std::min(n, kBlock - carryLen_);
+        std::memcpy(carry_ + carryLen_, p, take);
+        carryLen_ += take;
+        p += take;
+        n -= take;
+        pos_ += take;
+        if (carryLen_ == kBlock) {
+          if (!IsZeroBlock(carry_, kBlock) && !Put(fd, carry_, kBlock, pos_ - kBlock, f, path)) return false;
+          carryLen_ = 0;
+        }
+        continue;
       }
-    } else if (run == SIZE_MAX) {
-      run = off;
+      // pos_ is block-aligned here: whole blocks go straight from the piece, one pwrite per run of data.
+      size_t whole = n - n % kBlock;
+      size_t run = SIZE_MAX;
+      for (size_t off = 0; off < whole; off += kBlock) {
+        if (IsZeroBlock(p + off, kBlock)) {
+          if (run != SIZE_MAX) {
+            if (!Put(fd, p + run, off - run, pos_ + run, f, path)) return false;
+            run = SIZE_MAX;
+          }
+        } else if (run == SIZE_MAX) {
+          run = off;
+        }
+      }
+      if (run != SIZE_MAX && !Put(fd, p + run, whole - run, pos_ + run, f, path)) return false;
+      p += whole;
+      n -= whole;
+      pos_ += whole;
+      if (n > 0) {
+        std::memcpy(carry_, p, n);
+        carryLen_ = n;
+        pos_ += n;
+        n = 0;
+      }
     }
-    off += n;
+    return true;
   }
-  if (run != SIZE_MAX) {
-    if (!PwriteAll(fd, data + run, len - run, run)) return f.Errno("write", p);
-    end = len;
+
+  bool Finish(int fd, uint64_t logical, Failure& f, const std::string& path) {
+    if (carryLen_ > 0) {
+      if (!Put(fd, carry_, carryLen_, pos_ - carryLen_, f, path)) return false;
+      carryLen_ = 0;
+    }
+    uint64_t size = std::max(logical, pos_);
+    if (size > end_ && ::ftruncate(fd, static_cast<off_t>(size)) != 0) return f.Errno("ftruncate", path);
+    return true;
   }
-  if (logical > end && ::ftruncate(fd, static_cast<off_t>(logical)) != 0) return f.Errno("ftruncate", p);
-  return true;
-}
+
+ private:
+  static constexpr size_t kBlock = 4096;
+
+  bool Put(int fd, const unsigned char* p, size_t n, uint64_t off, Failure& f, const std::string& path) {
+    if (!PwriteAll(fd, p, n, off)) return f.Errno("write", path);
+    end_ = std::max(end_, off + n);
+    return true;
+  }
+
+  unsigned char carry_[kBlock];
+  size_t carryLen_ = 0;
+  uint64_t pos_ = 0;  // bytes of content received
+  uint64_t end_ = 0;  // end of the last byte written
+};
 
 void AddXattrWarning(Result& r, const std::string& name, int err) { r.warnings.push_back(name + ": " + ErrnoName(err)); }
 
@@ -327,7 +414,7 @@ bool SetXattrs(const Target& t, const Xattrs& xs, Result& r, Failure& f, const s
       AddXattrWarning(r, name, errno);
       continue;
     }
-    return f.Errno(t.fd >= 0 ? "fsetxattr" : "lsetxattr", p);
+    return f.Errno(t.fd >= 0 ? "fsetxattr" : "lsetxattr", p, name);
   }
   return true;
 }
@@ -382,19 +469,20 @@ class Applier {
         case Op::Remove: ok = Remove(e, f); break;
         case Op::Whiteout: ok = Whiteout(e, f); break;
         case Op::Xattrs: ok = Xattrs(e, r, f); break;
+        case Op::Write: ok = Write(e, f); break;
+        case Op::Finish: ok = Finish(e, r, f); break;
+        case Op::Times: ok = SetTimesAt(e, f); break;
       }
     } catch (const std::bad_alloc&) {
       f.Set(ENOMEM, "allocate", e.path);
     }
-    if (dropCache_) {
-      cache_.reset();
-      cacheKey_.clear();
-      dropCache_ = false;
-    }
+    if (dropCache_) ResetCache();
     if (!ok && !f.failed()) f.Set(EIO, "apply", e.path);
     if (f.failed()) {
       r.err = f.err;
       r.syscall = f.syscall;
+      r.path = f.path.empty() ? e.path : f.path;
+      r.dest = f.dest;
       if (r.fd >= 0) {
         ::close(r.fd);
         r.fd = -1;
@@ -402,7 +490,76 @@ class Applier {
     }
   }
 
+  // Forgets the cached parent directory (sessions start every batch with a fresh lookup, as separate
+  // applyEntries calls did).
+  void ResetCache() {
+    cache_.reset();
+    cacheKey_.clear();
+    dropCache_ = false;
+  }
+
+  // Closes a streamed file left open (the session failed or ended before its Finish).
+  void CloseOpen() {
+    open_.fd.reset();
+    open_.writer.reset();
+  }
+
  private:
+  // A file being streamed by a session: created by a Create with `stream`, fed by Write, closed by Finish.
+  struct OpenFile {
+    UniqueFd fd;
+    std::unique_ptr<FileWriter> writer;
+    std::string path;
+  };
+
+  bool Write(const Entry& e, Failure& f) {
+    if (!open_.fd.valid()) return f.Set(EINVAL, "write", e.path);
+    for (const Seg& s : e.segs)
+      if (!open_.writer->Write(open_.fd.get(), s.p, s.n, f, open_.path)) return false;
+    return true;
+  }
+
+  // Ends a streamed file: last partial block, logical size, then the metadata of `e` (as for an inline file).
+  bool Finish(const Entry& e, Result& r, Failure& f) {
+    if (!open_.fd.valid()) return f.Set(EINVAL, "close", e.path);
+    UniqueFd fd = std::move(open_.fd);
+    std::unique_ptr<FileWriter> w = std::move(open_.writer);
+    for (const Seg& s : e.segs)
+      if (!w->Write(fd.get(), s.p, s.n, f, open_.path)) return false;
+    if (!w->Finish(fd.get(), e.hasSize ? e.size : 0, f, open_.path)) return false;
+    Target t;
+    t.fd = fd.get();
+    if (!ApplyMetadata(t, e, 0644, r, f)) return false;
+    int raw = fd.release();
+    if (::close(raw) != 0 && errno != EINTR) return f.Errno("close", open_.path);
+    return true;
+  }
+
+  // Times of an existing path (directories after all entries), not following a final symlink.
+  bool SetTimesAt(const Entry& e, Failure& f) {
+    if (!e.times.has) return true;
+    auto skip = [&]() { return e.tolerant && (f.err == ENOENT || f.err == ENOTDIR || f.err == ELOOP); };
+    if (IsRootPath(e.path)) {
+      UniqueFd fd(::openat(root_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!fd.valid()) return f.Errno("openat", e.path);
+      if (::futimens(fd.get(), e.times.ts) != 0) return f.Errno("futimens", e.path);
+      return true;
+    }
+    std::string leaf;
+    int parent = Parent(e.path, leaf, f);
+    if (parent < 0) {
+      if (!skip()) return false;
+      f = Failure{};
+      return true;
+    }
+    if (::utimensat(parent, leaf.c_str(), e.times.ts, AT_SYMLINK_NOFOLLOW) != 0) {
+      f.Errno("utimensat", e.path);
+      if (!skip()) return false;
+      f = Failure{};
+    }
+    return true;
+  }
+
   // Returns the fd of the directory holding `path` (borrowed: the root or the cache owns it) and its last
   // component in `leaf`, resolved inside the root; -1 with `f` set on failure.
   int Parent(const std::string& path, std::string& leaf, Failure& f) {
@@ -496,6 +653,8 @@ class Applier {
       if (S_ISDIR(src.st_mode)) return f.Set(EPERM, "linkat", e.path, e.linkname);
     }
 
+    // Only one streamed file at a time: a second one would mean the caller lost track of the first.
+    if (e.stream && (e.type != Type::File || open_.fd.valid())) return f.Set(EINVAL, "openat", e.path);
     UniqueFd fd;
     bool keepDir = false;
     int err = MakeNode(e, parent, lf, srcParent.get(), srcLeaf.c_str(), fd);
@@ -521,8 +680,19 @@ class Applier {
     t.leaf = lf;
     switch (e.type) {
       case Type::File: {
-        uint64_t logical = std::max<uint64_t>(e.dataLen, e.hasSize ? e.size : 0);
-        if (!WriteSparse(fd.get(), e.data, e.dataLen, logical, f, e.path)) return false;
+        if (e.stream) {
+          auto w = std::make_unique<FileWriter>();
+          for (const Seg& s : e.segs)
+            if (!w->Write(fd.get(), s.p, s.n, f, e.path)) return false;
+          open_.fd = std::move(fd);
+          open_.writer = std::move(w);
+          open_.path = e.path;
+          return true;
+        }
+        FileWriter w;
+        for (const Seg& s : e.segs)
+          if (!w.Write(fd.get(), s.p, s.n, f, e.path)) return false;
+        if (!w.Finish(fd.get(), e.hasSize ? e.size : 0, f, e.path)) return false;
         if (e.keepOpen) {
           // The caller streams the rest and calls finishFile, which applies all metadata.
           r.fd = fd.release();
@@ -603,6 +773,7 @@ class Applier {
   UniqueFd cache_;        // parent directory of the previous entry
   std::string cacheKey_;  // its path relative to the root (no leading/trailing '/')
   bool dropCache_ = false;
+  OpenFile open_;
 };
 
 // Holds a reference to the array of `data` Buffers so their bytes stay valid while the pool thread reads them.
@@ -796,12 +967,426 @@ Napi::Value SetTimes(const Napi::CallbackInfo& info) {
   });
 }
 
+
+// ---- openApplySession ----
+
+// Reads the records of one session batch. Every size and index is checked against the buffers: a malformed
+// batch is refused with a message, never read out of bounds.
+class BatchReader {
+ public:
+  BatchReader(const unsigned char* p, size_t n, const std::vector<Seg>& chunks) : p_(p), n_(n), chunks_(chunks) {}
+
+  bool More() const { return pos_ < n_; }
+  size_t Pos() const { return pos_; }
+  const std::string& Error() const { return err_; }
+
+  // One operation, little-endian:
+  //    0  u8  op        0 create, 1 remove, 2 whiteout, 3 xattrs, 4 write, 5 finish, 6 times
+  //    1  u8  type      0 none, 1 file, 2 dir, 3 symlink, 4 link, 5 char, 6 block, 7 fifo (create only)
+  //    2  u16 flags     1 mode, 2 owner (uid and gid), 4 mtime, 8 atime, 16 deferTimes, 32 noReplace,
+  //                     64 stream (create: keep the file open for write/finish), 128 tolerant (times)
+  //    4  u32 mode      permission and special bits (at most 07777)
+  //    8  u32 uid
+  //   12  u32 gid
+  //   16  f64 mtimeSec  an integer
+  //   24  u32 mtimeNsec
+  //   28  u32 atimeNsec
+  //   32  f64 atimeSec  an integer
+  //   40  u32 devMajor
+  //   44  u32 devMinor
+  //   48  f64 size      logical size of a file, an integer below 2^53 (0: the content's length)
+  //   56  u32 path length, path bytes; u32 link length, link bytes (symlink target or hardlink source);
+  //       u32 xattr count, then per xattr: u32 name length, name, u32 value length, value;
+  //       u32 piece count, then per piece: u32 chunk (index into the batch's chunks), u32 offset, u32 length.
+  // create, remove, whiteout, xattrs mean what they mean for applyEntries; write appends pieces to the open
+  // streamed file; finish appends its pieces, sets the size and metadata and closes it; times sets the times of
+  // an existing path without following a final symlink.
+  bool Next(Entry& e) {
+    const unsigned char* h = Take(56);
+    if (h == nullptr) return Fail("truncated record");
+    uint8_t op = h[0];
+    uint8_t type = h[1];
+    uint16_t flags = U16(h + 2);
+    if (op > 6) return Fail("unknown op");
+    if (type > 7 || (op == 0) != (type != 0)) return Fail("bad type");
+    if ((flags & ~0xffu) != 0) return Fail("unknown flags");
+    static constexpr Op kOps[] = {Op::Create, Op::Remove, Op::Whiteout, Op::Xattrs, Op::Write, Op::Finish, Op::Times};
+    static constexpr Type kTypes[] = {Type::None, Type::File,  Type::Dir,   Type::Symlink,
+                                      Type::Link, Type::Char, Type::Block, Type::Fifo};
+    e.op = kOps[op];
+    e.type = kTypes[type];
+    if (flags & 1) {
+      uint32_t mode = U32(h + 4);
+      if (mode > 07777) return Fail("mode out of range");
+      e.hasMode = true;
+      e.mode = static_cast<mode_t>(mode);
+    }
+    if (flags & 2) {
+      uint32_t uid = U32(h + 8), gid = U32(h + 12);
+      if (uid == 0xffffffffu || gid == 0xffffffffu) return Fail("uid/gid out of range");
+      e.uid = static_cast<uid_t>(uid);
+      e.gid = static_cast<gid_t>(gid);
+    }
+    if (flags & 4) {
+      int64_t ms, as;
+      uint32_t mns = U32(h + 24), ans = U32(h + 28);
+      if (!Int(h + 16, -kMaxSafe, kMaxSafe, ms) || mns > 999999999) return Fail("bad mtime");
+      e.times.has = true;
+      e.times.ts[1].tv_sec = static_cast<time_t>(ms);
+      e.times.ts[1].tv_nsec = static_cast<long>(mns);
+      if (flags & 8) {
+        if (!Int(h + 32, -kMaxSafe, kMaxSafe, as) || ans > 999999999) return Fail("bad atime");
+        e.times.ts[0].tv_sec = static_cast<time_t>(as);
+        e.times.ts[0].tv_nsec = static_cast<long>(ans);
+      } else {
+        e.times.ts[0] = e.times.ts[1];
+      }
+    }
+    e.deferTimes = (flags & 16) != 0;
+    e.noReplace = (flags & 32) != 0;
+    e.stream = (flags & 64) != 0;
+    e.tolerant = (flags & 128) != 0;
+    e.devMajor = U32(h + 40);
+    e.devMinor = U32(h + 44);
+    int64_t size;
+    if (!Int(h + 48, 0, kMaxSafe, size)) return Fail("bad size");
+    e.hasSize = size > 0;
+    e.size = static_cast<uint64_t>(size);
+    if (!Str(e.path) || !Str(e.linkname)) return false;
+    uint32_t nx;
+    if (!Count(nx, 8)) return false;
+    for (uint32_t i = 0; i < nx; i++) {
+      std::string name, value;
+      if (!Str(name) || !Bytes(value)) return false;
+      if (name.empty()) return Fail("empty xattr name");
+      e.xattrs.emplace_back(std::move(name), std::move(value));
+    }
+    uint32_t ns;
+    if (!Count(ns, 12)) return false;
+    for (uint32_t i = 0; i < ns; i++) {
+      const unsigned char* q = Take(12);
+      if (q == nullptr) return Fail("truncated record");
+      uint32_t c = U32(q), off = U32(q + 4), len = U32(q + 8);
+      if (c >= chunks_.size()) return Fail("chunk index out of range");
+      const Seg& ch = chunks_[c];
+      if (off > ch.n || len > ch.n - off) return Fail("piece outside its chunk");
+      if (len > 0) e.segs.push_back({ch.p + off, len});
+    }
+    if (e.stream && (e.op != Op::Create || e.type != Type::File)) return Fail("stream on a non-file");
+    return true;
+  }
+
+ private:
+  static uint16_t U16(const unsigned char* q) { return static_cast<uint16_t>(q[0] | (q[1] << 8)); }
+  static uint32_t U32(const unsigned char* q) {
+    return static_cast<uint32_t>(q[0]) | (static_cast<uint32_t>(q[1]) << 8) | (static_cast<uint32_t>(q[2]) << 16) |
+           (static_cast<uint32_t>(q[3]) << 24);
+  }
+  // A double holding an integer within [lo, hi] (NaN and fractions refused).
+  static bool Int(const unsigned char* q, double lo, double hi, int64_t& out) {
+    double d;
+    std::memcpy(&d, q, sizeof d);
+    if (!(d >= lo && d <= hi) || std::trunc(d) != d) return false;
+    out = static_cast<int64_t>(d);
+    return true;
+  }
+  const unsigned char* Take(size_t k) {
+    if (n_ - pos_ < k) return nullptr;
+    const unsigned char* q = p_ + pos_;
+    pos_ += k;
+    return q;
+  }
+  bool Fail(const char* why) {
+    err_ = why;
+    return false;
+  }
+  // A count of items of at least `minBytes` each: more than the bytes left is malformed (and would be a huge
+  // allocation).
+  bool Count(uint32_t& n, size_t minBytes) {
+    const unsigned char* q = Take(4);
+    if (q == nullptr) return Fail("truncated record");
+    n = U32(q);
+    if (n > (n_ - pos_) / minBytes) return Fail("count beyond the record");
+    return true;
+  }
+  bool Bytes(std::string& out) {
+    const unsigned char* q = Take(4);
+    if (q == nullptr) return Fail("truncated record");
+    uint32_t len = U32(q);
+    const unsigned char* b = Take(len);
+    if (b == nullptr) return Fail("truncated record");
+    out.assign(reinterpret_cast<const char*>(b), len);
+    return true;
+  }
+  bool Str(std::string& out) {
+    if (!Bytes(out)) return false;
+    if (out.find('\0') != std::string::npos) return Fail("NUL byte in a name");
+    return true;
+  }
+
+  const unsigned char* p_;
+  size_t n_;
+  size_t pos_ = 0;
+  const std::vector<Seg>& chunks_;
+  std::string err_;
+};
+
+const char* OpName(Op op) {
+  switch (op) {
+    case Op::Create: return "create";
+    case Op::Remove: return "remove";
+    case Op::Whiteout: return "whiteout";
+    case Op::Xattrs: return "xattrs";
+    case Op::Write: return "write";
+    case Op::Finish: return "finish";
+    case Op::Times: return "times";
+  }
+  return "";
+}
+
+const char* TypeName(Type t) {
+  switch (t) {
+    case Type::File: return "file";
+    case Type::Dir: return "dir";
+    case Type::Symlink: return "symlink";
+    case Type::Link: return "link";
+    case Type::Char: return "char";
+    case Type::Block: return "block";
+    case Type::Fifo: return "fifo";
+    case Type::None: return "";
+  }
+  return "";
+}
+
+// What one session owns. Only the session's queued jobs touch it, one at a time (SerialQueue), so it needs
+// no lock of its own.
+struct SessionState {
+  explicit SessionState(int fd) : root(fd), applier(fd) {}
+  UniqueFd root;  // a dup of the caller's root fd: the caller may close its own at any time
+  Applier applier;
+  bool failed = false;
+  bool closed = false;
+};
+
+// Main-thread side of a session: what its JS functions share.
+struct SessionCtx {
+  std::shared_ptr<SessionState> state;
+  std::shared_ptr<SerialQueue> queue;
+  bool closing = false;
+};
+
+class BatchJob : public SerialQueue::Job {
+ public:
+  BatchJob(Napi::Env env, std::shared_ptr<SessionState> s)
+      : state_(std::move(s)), deferred_(Napi::Promise::Deferred::New(env)) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  // Main thread: the batch's Buffers, kept alive until Done.
+  void Keep(Napi::Value v, const unsigned char*& p, size_t& n, const char* what) {
+    Napi::Env env = v.Env();
+    if (!v.IsTypedArray()) throw Napi::TypeError::New(env, std::string(what) + " must be a Buffer");
+    BytesOf(env, v, {what, static_cast<size_t>(-1), "bytes"}, p, n);
+    refs_.push_back(Napi::Persistent(v));
+  }
+  void SetOps(Napi::Value v) { Keep(v, ops_, opsLen_, "ops"); }
+  void AddChunk(Napi::Value v) {
+    Seg s{nullptr, 0};
+    Keep(v, s.p, s.n, "chunks[]");
+    chunks_.push_back(s);
+  }
+
+  void Run() override {
+    SessionState& st = *state_;
+    if (st.closed) {
+      crash_.Set(EBADF, "applySession");
+      return;
+    }
+    if (st.failed) {
+      skipped_ = true;
+      return;
+    }
+    st.applier.ResetCache();
+    BatchReader rd(ops_, opsLen_, chunks_);
+    Entry e;
+    Result r;
+    for (uint32_t i = 0; rd.More(); i++) {
+      e.Clear();
+      size_t at = rd.Pos();
+      if (!rd.Next(e)) {
+        decodeError_ = "applySession: malformed operation " + std::to_string(i) + " at byte " + std::to_string(at) +
+                       ": " + rd.Error();
+        Stop(st);
+        return;
+      }
+      r = Result{};
+      st.applier.Apply(e, r);
+      for (std::string& w : r.warnings) warnings_.push_back({i, e.path, std::move(w)});
+      if (r.err != 0) {
+        failIndex_ = static_cast<int64_t>(i);
+        failOp_ = e.op;
+        failType_ = e.type;
+        fail_ = std::move(r);
+        Stop(st);
+        return;
+      }
+    }
+  }
+
+  void Crashed(int err) override {
+    crash_.Set(err, "applySession");
+    Stop(*state_);
+  }
+
+  void Done(Napi::Env env) override {
+    for (auto& ref : refs_) ref.Reset();
+    refs_.clear();
+    try {
+      if (!decodeError_.empty()) return deferred_.Reject(Napi::TypeError::New(env, decodeError_).Value());
+      if (crash_.failed()) return deferred_.Reject(MakeError(env, crash_).Value());
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("skipped", Napi::Boolean::New(env, skipped_));
+      if (failIndex_ >= 0) {
+        Napi::Object x = Napi::Object::New(env);
+        x.Set("index", Napi::Number::New(env, static_cast<double>(failIndex_)));
+        x.Set("errno", Napi::Number::New(env, fail_.err));
+        x.Set("code", Napi::String::New(env, ErrnoName(fail_.err)));
+        x.Set("syscall", Napi::String::New(env, fail_.syscall));
+        x.Set("path", Napi::String::New(env, fail_.path));
+        x.Set("dest", Napi::String::New(env, fail_.dest));
+        x.Set("op", Napi::String::New(env, OpName(failOp_)));
+        x.Set("type", Napi::String::New(env, TypeName(failType_)));
+        o.Set("failed", x);
+      } else {
+        o.Set("failed", env.Null());
+      }
+      Napi::Array w = Napi::Array::New(env, warnings_.size());
+      for (uint32_t j = 0; j < warnings_.size(); j++) {
+        Napi::Object x = Napi::Object::New(env);
+        x.Set("index", Napi::Number::New(env, warnings_[j].index));
+        x.Set("path", Napi::String::New(env, warnings_[j].path));
+        x.Set("message", Napi::String::New(env, warnings_[j].message));
+        w.Set(j, x);
+      }
+      o.Set("warnings", w);
+      deferred_.Resolve(o);
+    } catch (const Napi::Error& err) {
+      deferred_.Reject(err.Value());
+    }
+  }
+
+ private:
+  // After a failure nothing more runs in this session, and a streamed file is not left open.
+  static void Stop(SessionState& st) {
+    st.failed = true;
+    st.applier.CloseOpen();
+  }
+
+  struct Warning {
+    uint32_t index;
+    std::string path;
+    std::string message;
+  };
+
+  std::shared_ptr<SessionState> state_;
+  Napi::Promise::Deferred deferred_;
+  std::vector<Napi::Reference<Napi::Value>> refs_;
+  const unsigned char* ops_ = nullptr;
+  size_t opsLen_ = 0;
+  std::vector<Seg> chunks_;
+  // outcome
+  bool skipped_ = false;
+  std::string decodeError_;
+  Failure crash_;
+  int64_t failIndex_ = -1;
+  Op failOp_ = Op::Create;
+  Type failType_ = Type::None;
+  Result fail_;
+  std::vector<Warning> warnings_;
+};
+
+class CloseJob : public SerialQueue::Job {
+ public:
+  CloseJob(Napi::Env env, std::shared_ptr<SessionState> s)
+      : state_(std::move(s)), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Run() override {
+    state_->applier.CloseOpen();
+    state_->applier.ResetCache();
+    state_->root.reset();
+    state_->closed = true;
+  }
+  void Crashed(int) override { state_->closed = true; }
+  void Done(Napi::Env env) override { deferred_.Resolve(env.Undefined()); }
+
+ private:
+  std::shared_ptr<SessionState> state_;
+  Napi::Promise::Deferred deferred_;
+};
+
+Napi::Value SessionRun(const Napi::CallbackInfo& info, SessionCtx& ctx) {
+  Napi::Env env = info.Env();
+  if (ctx.closing) throw Napi::Error::New(env, "applySession: the session is closed");
+  if (!info[1].IsArray()) throw Napi::TypeError::New(env, "chunks must be an array");
+  auto job = std::make_unique<BatchJob>(env, ctx.state);
+  job->SetOps(info[0]);
+  Napi::Array arr = info[1].As<Napi::Array>();
+  uint32_t n = arr.Length();
+  for (uint32_t i = 0; i < n; i++) job->AddChunk(arr.Get(i));
+  Napi::Promise p = job->Promise();
+  ctx.queue->Push(env, std::move(job));
+  return p;
+}
+
+Napi::Value SessionClose(const Napi::CallbackInfo& info, SessionCtx& ctx) {
+  Napi::Env env = info.Env();
+  if (ctx.closing) {
+    auto d = Napi::Promise::Deferred::New(env);
+    d.Resolve(env.Undefined());
+    return d.Promise();
+  }
+  ctx.closing = true;
+  auto job = std::make_unique<CloseJob>(env, ctx.state);
+  Napi::Promise p = job->Promise();
+  ctx.queue->Push(env, std::move(job));
+  return p;
+}
+
+Napi::Value OpenApplySession(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int rootFd = FdArg(info, 0, "rootFd");
+  Failure f;
+  // A dup, so the session does not depend on the caller keeping its fd open (or that number unchanged).
+  UniqueFd fd(::fcntl(rootFd, F_DUPFD_CLOEXEC, 3));
+  if (!fd.valid()) f.Errno("fcntl");
+  struct stat st;
+  if (!f.failed() && ::fstat(fd.get(), &st) != 0) f.Errno("fstat");
+  if (!f.failed() && !S_ISDIR(st.st_mode)) f.Set(ENOTDIR, "openApplySession");
+  auto d = Napi::Promise::Deferred::New(env);
+  if (f.failed()) {
+    d.Reject(MakeError(env, f).Value());
+    return d.Promise();
+  }
+  auto ctx = std::make_shared<SessionCtx>();
+  ctx->state = std::make_shared<SessionState>(fd.release());
+  ctx->queue = SerialQueue::Create("applySession");
+  Napi::Object o = Napi::Object::New(env);
+  // Each function holds the context: the session lives as long as either is reachable or a job is queued.
+  o.Set("run", Napi::Function::New(
+                   env, [ctx](const Napi::CallbackInfo& i) { return SessionRun(i, *ctx); }, "run"));
+  o.Set("close", Napi::Function::New(
+                     env, [ctx](const Napi::CallbackInfo& i) { return SessionClose(i, *ctx); }, "close"));
+  d.Resolve(o);
+  return d.Promise();
+}
+
 }  // namespace
 
 void RegisterApplyEntries(Napi::Env env, Napi::Object exports) {
   exports.Set("applyEntries", Napi::Function::New(env, ApplyEntries, "applyEntries"));
   exports.Set("finishFile", Napi::Function::New(env, FinishFile, "finishFile"));
   exports.Set("setTimes", Napi::Function::New(env, SetTimes, "setTimes"));
+  exports.Set("openApplySession", Napi::Function::New(env, OpenApplySession, "openApplySession"));
 }
 
 }  // namespace gd

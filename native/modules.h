@@ -15,4 +15,5 @@ void RegisterScanTree(Napi::Env env, Napi::Object exports);
 void RegisterCopyTree(Napi::Env env, Napi::Object exports);
 void RegisterMountApi(Napi::Env env, Napi::Object exports);
 void RegisterQuota(Napi::Env env, Napi::Object exports);
+void RegisterSha256(Napi::Env env, Napi::Object exports);
 }  // namespace gd

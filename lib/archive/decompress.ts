@@ -37,33 +37,60 @@ export function detectCompression(head: Uint8Array): Compression {
   return 'none';
 }
 
-async function* prepend(first: Buffer, rest: AsyncIterator<Uint8Array>): AsyncGenerator<Uint8Array> {
-  yield first;
-  for (;;) {
-    const r = await rest.next();
-    if (r.done) return;
-    yield r.value;
-  }
+function asBuffer(c: Uint8Array): Buffer {
+  return Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.length);
 }
 
 /**
- * Returns the uncompressed bytes of `input`, detecting gzip/zstd by magic. Corrupt compressed data raises
- * InvalidArchiveError; exceeding a limit raises ArchiveLimitError.
+ * `first`, then the rest of `rest`. The source is closed (return()) when the consumer stops early, so that a
+ * file or socket behind it is released.
  */
-export async function* decompressStream(input: AsyncIterable<Uint8Array>, limits: DecompressLimits = {}): AsyncGenerator<Uint8Array> {
+async function* prepend(first: Buffer, rest: AsyncIterator<Uint8Array>): AsyncGenerator<Uint8Array> {
+  let done = false;
+  try {
+    if (first.length > 0) yield first;
+    for (;;) {
+      const r = await rest.next();
+      if (r.done) {
+        done = true;
+        return;
+      }
+      yield r.value;
+    }
+  } finally {
+    if (!done) await rest.return?.();
+  }
+}
+
+/** A layer stream after detection: its compression and its uncompressed bytes. */
+export interface DecompressedInput {
+  compression: Compression;
+  /**
+   * The uncompressed bytes. Uncompressed input passes through unchanged: the chunks are the input's own
+   * (except when its first chunks were shorter than a magic number, which are joined).
+   */
+  stream: AsyncGenerator<Uint8Array>;
+}
+
+/**
+ * Reads the first bytes of `input` to detect its compression and returns the uncompressed stream. Corrupt
+ * compressed data raises InvalidArchiveError while reading; exceeding a limit raises ArchiveLimitError.
+ */
+export async function openDecompressed(input: AsyncIterable<Uint8Array>, limits: DecompressLimits = {}): Promise<DecompressedInput> {
   const it = input[Symbol.asyncIterator]();
   // Gather enough bytes to see the magic (chunks may be tiny).
-  let head = Buffer.alloc(0);
+  let head: Buffer = Buffer.alloc(0);
   while (head.length < 4) {
     const r = await it.next();
     if (r.done) break;
-    head = Buffer.concat([head, r.value]);
+    head = head.length === 0 ? asBuffer(r.value) : Buffer.concat([head, r.value]);
   }
-  const kind = detectCompression(head);
-  if (kind === 'none') {
-    yield* prepend(head, it);
-    return;
-  }
+  const compression = detectCompression(head);
+  if (compression === 'none') return { compression, stream: prepend(head, it) };
+  return { compression, stream: decompress(compression, head, it, limits) };
+}
+
+async function* decompress(kind: 'gzip' | 'zstd', head: Buffer, it: AsyncIterator<Uint8Array>, limits: DecompressLimits): AsyncGenerator<Uint8Array> {
   let compressed = 0;
   const counted = Readable.from(
     (async function* () {
@@ -105,4 +132,13 @@ export async function* decompressStream(input: AsyncIterable<Uint8Array>, limits
     counted.destroy();
     decoder.destroy();
   }
+}
+
+/**
+ * Returns the uncompressed bytes of `input`, detecting gzip/zstd by magic. Corrupt compressed data raises
+ * InvalidArchiveError; exceeding a limit raises ArchiveLimitError.
+ */
+export async function* decompressStream(input: AsyncIterable<Uint8Array>, limits: DecompressLimits = {}): AsyncGenerator<Uint8Array> {
+  const { stream } = await openDecompressed(input, limits);
+  yield* stream;
 }

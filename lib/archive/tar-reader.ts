@@ -2,10 +2,14 @@
  * Streaming tar reader for layer archives. Written here rather than taken from tar-stream because layers need
  * what that parser drops: binary PAX values (xattrs such as security.capability), nanosecond PAX times, strict
  * refusal of malformed headers (hostile input), and the raw header bytes for exact re-creation of the tar.
+ *
+ * The parser itself ({@link TarParser}) is synchronous and push-fed: it works on the chunks it was given and
+ * says when it needs more, so a consumer that has the bytes at hand (the layer apply) pays no promise per
+ * header or per body piece, and bodies come out as slices of the input chunks, never copied. {@link readTar}
+ * wraps it as an async generator.
  * @module
  */
 import { InvalidArchiveError, ArchiveLimitError } from '../errors';
-import { ByteSource } from './byte-source';
 import {
   BLOCK,
   decodeHeader,
@@ -81,15 +85,6 @@ function pad(n: number): number {
   return (BLOCK - (n % BLOCK)) % BLOCK;
 }
 
-/** Hashing/recording wrapper: everything read passes through here once. */
-async function* tap(src: AsyncIterable<Uint8Array>, onBytes?: (c: Buffer) => void): AsyncGenerator<Uint8Array> {
-  for await (const c of src) {
-    if (c.length === 0) continue;
-    onBytes?.(Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.length));
-    yield c;
-  }
-}
-
 /** Decodes `LIBARCHIVE.xattr.<urlencoded name>` = base64 value. */
 function libarchiveXattr(key: string, v: Buffer): [string, Buffer] {
   let name: string;
@@ -148,6 +143,388 @@ function applyPax(h: TarHeader, pax: Map<string, Buffer>): void {
   }
 }
 
+/** What {@link TarParser.next} returns when it has no header to give. */
+export const NEED_INPUT = 'need-input';
+export const END_OF_INPUT = 'end-of-input';
+
+const enum State {
+  /** Expecting a header block (or meta header data). */
+  Header,
+  /** Inside the current entry's body. */
+  Body,
+  /** Skipping the padding after the current entry's body. */
+  Pad,
+  /** Skipping bytes that belong to no entry (a volume label's body), passing them to onSegment. */
+  Raw,
+  /** After the end-of-archive marker (or at end of input without one): reading and discarding the rest. */
+  Trailer,
+  /** Everything read. */
+  Done,
+}
+
+/**
+ * Synchronous, push-fed tar parser with the semantics of {@link readTar}. Feed it with {@link push} (the chunks
+ * are kept by reference: they must not change afterwards) and {@link end}; {@link next} returns the next
+ * entry's header, {@link NEED_INPUT}, or {@link END_OF_INPUT} once the whole input (including anything after
+ * the end-of-archive marker) has been read. Between two `next` calls the entry's body can be taken piece by
+ * piece with {@link takeBody}; what is not taken is skipped. Malformed input throws InvalidArchiveError (or
+ * ArchiveLimitError) from `next` or `takeBody`.
+ */
+export class TarParser {
+  private chunks: Buffer[] = [];
+  /** Index of the first chunk still holding unread bytes, and the read offset in it. */
+  private head = 0;
+  private off = 0;
+  /** Unread bytes in all chunks. */
+  private avail = 0;
+  private ended = false;
+  private state = State.Header;
+  private readonly maxMeta: number;
+  private readonly maxEntrySize: number;
+  private readonly maxEntries: number;
+  private readonly seg: SegmentSink | undefined;
+  private entries = 0;
+  private globalPax: Map<string, Buffer> | null = null;
+  private localPax: Map<string, Buffer> | null = null;
+  private longName: string | null = null;
+  private longLink: string | null = null;
+  /** The current entry (while its body or padding is read). */
+  private cur: TarHeader | null = null;
+  /** Chunks read past, reported to onChunkDone at the next call (after the caller took hold of the last piece). */
+  private finished: Buffer[] = [];
+  private bodyLeft = 0;
+  private rawLeft = 0;
+  /** The last piece taken by {@link takeBody}: `pieceBuf[pieceOff, pieceOff + pieceLen)`. */
+  pieceBuf: Buffer = EMPTY;
+  pieceOff = 0;
+  pieceLen = 0;
+
+  /**
+   * `onChunkDone` is called with each pushed chunk once the parser has read past it, at the first call after
+   * that (so that a piece just taken by {@link takeBody} can be held by the caller first; pieces may still
+   * point into the chunk: their holder keeps track of those).
+   */
+  constructor(
+    opts: TarReadOptions = {},
+    private readonly onChunkDone?: (chunk: Buffer) => void,
+  ) {
+    this.maxMeta = opts.maxMetaSize ?? 1 << 20;
+    this.maxEntrySize = opts.maxEntrySize ?? Number.MAX_SAFE_INTEGER;
+    this.maxEntries = opts.maxEntries ?? 10_000_000;
+    this.seg = opts.onSegment;
+  }
+
+  /** Appends input. */
+  push(chunk: Buffer): void {
+    if (this.finished.length > 0) this.report();
+    if (chunk.length === 0) return;
+    if (this.head > 32 && this.head * 2 > this.chunks.length) {
+      this.chunks = this.chunks.slice(this.head);
+      this.head = 0;
+    }
+    this.chunks.push(chunk);
+    this.avail += chunk.length;
+  }
+
+  /** Marks the end of input. */
+  end(): void {
+    this.ended = true;
+  }
+
+  /** Whether {@link end} was called. */
+  get inputEnded(): boolean {
+    return this.ended;
+  }
+
+  /** Bytes of the current entry's body not taken yet. */
+  get remaining(): number {
+    return this.state === State.Body ? this.bodyLeft : 0;
+  }
+
+  /** Body bytes of the current entry available without more input. */
+  get bufferedBody(): number {
+    return this.state === State.Body ? Math.min(this.bodyLeft, this.avail) : 0;
+  }
+
+  /**
+   * Takes the next piece (up to `max` bytes) of the current entry's body that is already buffered, into
+   * pieceBuf/pieceOff/pieceLen (no copy). Returns false when no body byte is buffered (push more input; at the
+   * end of input this throws) or the body is complete.
+   */
+  takeBody(max = Number.MAX_SAFE_INTEGER): boolean {
+    if (this.finished.length > 0) this.report();
+    if (this.state !== State.Body || this.bodyLeft === 0) return false;
+    if (this.avail === 0) {
+      if (this.ended) throw new InvalidArchiveError(`unexpected end of archive in content of ${JSON.stringify(this.cur!.name)}`);
+      return false;
+    }
+    const c = this.chunks[this.head]!;
+    const n = Math.min(max, this.bodyLeft, c.length - this.off);
+    this.pieceBuf = c;
+    this.pieceOff = this.off;
+    this.pieceLen = n;
+    this.consume(n);
+    this.bodyLeft -= n;
+    return true;
+  }
+
+  /** The next header, or NEED_INPUT / END_OF_INPUT. Skips whatever is left of the previous entry's body. */
+  next(): TarHeader | typeof NEED_INPUT | typeof END_OF_INPUT {
+    if (this.finished.length > 0) this.report();
+    for (;;) {
+      switch (this.state) {
+        case State.Body: {
+          if (this.bodyLeft > 0) {
+            const n = Math.min(this.bodyLeft, this.avail);
+            this.skip(n);
+            this.bodyLeft -= n;
+            if (this.bodyLeft > 0) {
+              if (this.ended) throw new InvalidArchiveError('unexpected end of archive in skipped content');
+              return NEED_INPUT;
+            }
+          }
+          this.seg?.(this.cur!.size);
+          this.state = State.Pad;
+          continue;
+        }
+        case State.Pad: {
+          const p = pad(this.cur!.size);
+          if (p > 0) {
+            if (this.avail < p) {
+              if (!this.ended) return NEED_INPUT;
+              if (this.avail === 0) throw new InvalidArchiveError('unexpected end of archive in padding', this.cur!.name);
+              throw new InvalidArchiveError(`unexpected end of archive in padding (${this.avail} of ${p} bytes)`);
+            }
+            const padding = this.take(p);
+            this.seg?.(padding);
+          }
+          this.cur = null;
+          this.state = State.Header;
+          continue;
+        }
+        case State.Raw: {
+          while (this.rawLeft > 0 && this.avail > 0) {
+            const c = this.chunks[this.head]!;
+            const n = Math.min(this.rawLeft, c.length - this.off);
+            if (this.seg) this.seg(Buffer.from(c.subarray(this.off, this.off + n)));
+            this.consume(n);
+            this.rawLeft -= n;
+          }
+          if (this.rawLeft > 0) {
+            if (this.ended) throw new InvalidArchiveError('unexpected end of archive in skipped content');
+            return NEED_INPUT;
+          }
+          this.state = State.Header;
+          continue;
+        }
+        case State.Header: {
+          const r = this.header();
+          if (r !== null) return r;
+          continue;
+        }
+        case State.Trailer: {
+          // Everything after the first end block (the second zero block, padding to the record size, garbage)
+          // is read, for hashing and reconstruction, but never interpreted.
+          if (this.avail > 0) {
+            if (this.seg) {
+              while (this.avail > 0) {
+                const c = this.chunks[this.head]!;
+                const rest = this.off === 0 ? c : c.subarray(this.off);
+                this.consume(rest.length);
+                this.seg(Buffer.from(rest));
+              }
+            } else {
+              this.skip(this.avail);
+            }
+          }
+          if (!this.ended) return NEED_INPUT;
+          this.state = State.Done;
+          this.chunks = [];
+          this.head = 0;
+          return END_OF_INPUT;
+        }
+        case State.Done:
+          return END_OF_INPUT;
+      }
+    }
+  }
+
+  /**
+   * Reads one header block (and a meta header's data). Returns the entry header, NEED_INPUT, or null to go on
+   * (a meta header was folded in, or the archive ended: state changed).
+   */
+  private header(): TarHeader | typeof NEED_INPUT | null {
+    const pending = this.localPax !== null || this.longName !== null || this.longLink !== null;
+    if (this.avail < BLOCK) {
+      if (!this.ended) return NEED_INPUT;
+      if (this.avail > 0) throw new InvalidArchiveError(`unexpected end of archive in header (${this.avail} of ${BLOCK} bytes)`);
+      if (pending) throw new InvalidArchiveError('archive ends after an extended header');
+      // No end marker: accepted, as Docker does.
+      this.state = State.Trailer;
+      return null;
+    }
+    // A meta header's data must be buffered in full before the block is consumed (so that NEED_INPUT can
+    // resume here): peek at the block first.
+    const block = this.peek(BLOCK);
+    // A real header never starts with NUL (a name, or a checksum further on, is there): only then can it be the
+    // all-zero end block.
+    if (block[0] === 0 && isEndBlock(block)) {
+      this.skip(BLOCK);
+      this.seg?.(Buffer.from(block));
+      if (pending) throw new InvalidArchiveError('end-of-archive marker after an extended header');
+      this.state = State.Trailer;
+      return null;
+    }
+    const h = decodeHeader(block);
+    const t = h.typeflag;
+    if (t === 'pax' || t === 'pax-global' || t === 'gnu-longname' || t === 'gnu-longlink') {
+      if (h.size > this.maxMeta) throw new ArchiveLimitError(`extended header of ${h.size} bytes exceeds the ${this.maxMeta}-byte limit`);
+      const p = pad(h.size);
+      if (this.avail < BLOCK + h.size + p) {
+        if (!this.ended) return NEED_INPUT;
+        const got = this.avail - BLOCK;
+        if (got <= 0) throw new InvalidArchiveError('unexpected end of archive in extended header');
+        if (got < h.size) throw new InvalidArchiveError(`unexpected end of archive in extended header (${got} of ${h.size} bytes)`);
+        if (got === h.size) throw new InvalidArchiveError('unexpected end of archive in padding');
+        throw new InvalidArchiveError(`unexpected end of archive in padding (${got - h.size} of ${p} bytes)`);
+      }
+      this.skip(BLOCK);
+      this.seg?.(Buffer.from(block));
+      const data = this.take(h.size);
+      // The sink gets its own copy: decodePax keeps slices of `data`.
+      if (this.seg) this.seg(Buffer.from(data));
+      if (p > 0) {
+        const padding = this.take(p);
+        this.seg?.(padding);
+      }
+      if (t === 'pax') {
+        this.localPax ??= new Map();
+        decodePax(data, this.localPax);
+      } else if (t === 'pax-global') {
+        this.globalPax ??= new Map();
+        decodePax(data, this.globalPax);
+      } else {
+        const nul = data.indexOf(0);
+        const text = utf8(nul >= 0 ? data.subarray(0, nul) : data, 'GNU long name');
+        if (t === 'gnu-longname') this.longName = text;
+        else this.longLink = text;
+      }
+      return null;
+    }
+    this.skip(BLOCK);
+    this.seg?.(Buffer.from(block));
+    if (t === 'volume') {
+      // A GNU volume label describes the archive, not a file: its body and padding are skipped.
+      this.rawLeft = h.size + pad(h.size);
+      this.state = State.Raw;
+      return null;
+    }
+    return this.entry(h);
+  }
+
+  private entry(raw: RawHeader): TarHeader {
+    if (++this.entries > this.maxEntries) throw new ArchiveLimitError(`archive has more than ${this.maxEntries} entries`);
+    const header: TarHeader = {
+      name: this.longName ?? raw.name,
+      type: raw.typeflag as TarEntryType,
+      mode: raw.mode & 0o7777,
+      uid: raw.uid,
+      gid: raw.gid,
+      uname: raw.uname,
+      gname: raw.gname,
+      size: raw.size,
+      mtimeSec: raw.mtime,
+      mtimeNsec: 0,
+      linkname: this.longLink ?? raw.linkname,
+      devMajor: raw.devMajor,
+      devMinor: raw.devMinor,
+      xattrs: new Map(),
+      pax: EMPTY_PAX,
+    };
+    const local = this.localPax;
+    this.localPax = null;
+    this.longName = null;
+    this.longLink = null;
+    if (this.globalPax) {
+      header.pax = new Map(this.globalPax);
+      if (local) for (const [k, v] of local) header.pax.set(k, v);
+    } else {
+      // The local records were collected for this entry alone: they become its map.
+      header.pax = local ?? new Map();
+    }
+    if (header.pax.size > 0) applyPax(header, header.pax);
+    if (header.name === '') throw new InvalidArchiveError('entry with an empty name');
+    // Header-only types carry no body whatever their size field says (as Go's archive/tar reads them).
+    if (HEADER_ONLY.has(header.type)) header.size = 0;
+    if (header.size > this.maxEntrySize) {
+      throw new ArchiveLimitError(`entry of ${header.size} bytes exceeds the ${this.maxEntrySize}-byte limit`, header.name);
+    }
+    this.cur = header;
+    this.bodyLeft = header.size;
+    this.state = State.Body;
+    return header;
+  }
+
+  /** Advances over `n` buffered bytes. */
+  private consume(n: number): void {
+    this.avail -= n;
+    this.off += n;
+    while (this.head < this.chunks.length && this.off >= this.chunks[this.head]!.length) {
+      const c = this.chunks[this.head]!;
+      this.off -= c.length;
+      this.chunks[this.head] = EMPTY; // let the chunk go as soon as it is read
+      this.head++;
+      if (this.onChunkDone) this.finished.push(c);
+    }
+  }
+
+  private report(): void {
+    const done = this.finished;
+    this.finished = [];
+    for (const c of done) this.onChunkDone!(c);
+  }
+
+  private skip(n: number): void {
+    this.consume(n);
+  }
+
+  /** The next `n` buffered bytes without consuming them: a slice of one chunk, or a copy when they span chunks. */
+  private peek(n: number): Buffer {
+    const c = this.chunks[this.head]!;
+    if (c.length - this.off >= n) return c.subarray(this.off, this.off + n);
+    const out = Buffer.allocUnsafe(n);
+    let got = 0;
+    for (let i = this.head, o = this.off; got < n; i++, o = 0) {
+      const src = this.chunks[i]!;
+      const k = Math.min(n - got, src.length - o);
+      src.copy(out, got, o, o + k);
+      got += k;
+    }
+    return out;
+  }
+
+  /**
+   * Consumes and returns the next `n` buffered bytes, always as a copy: extended header data outlives the
+   * chunk it came in (PAX values end up in the entry's header), and chunks may be reused once read.
+   */
+  private take(n: number): Buffer {
+    if (n === 0) return EMPTY;
+    const c = this.chunks[this.head]!;
+    let out: Buffer;
+    if (c.length - this.off >= n) {
+      out = Buffer.allocUnsafe(n);
+      c.copy(out, 0, this.off, this.off + n);
+    } else {
+      out = this.peek(n);
+    }
+    this.consume(n);
+    return out;
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+const EMPTY_PAX: Map<string, Buffer> = new Map();
+
 /**
  * Reads a tar archive entry by entry. The generator validates every header; anything malformed, truncated or
  * over a limit throws an {@link InvalidArchiveError}. After the end-of-archive marker the rest of the input is
@@ -157,147 +534,52 @@ export async function* readTar(
   source: AsyncIterable<Uint8Array>,
   opts: TarReadOptions = {},
 ): AsyncGenerator<TarEntry, void, undefined> {
-  const maxMeta = opts.maxMetaSize ?? 1 << 20;
-  const maxEntrySize = opts.maxEntrySize ?? Number.MAX_SAFE_INTEGER;
-  const maxEntries = opts.maxEntries ?? 10_000_000;
-  const seg = opts.onSegment;
-  const src = new ByteSource(tap(source, opts.onBytes));
-  let globalPax: Map<string, Buffer> | null = null;
-  let entries = 0;
-  let ended = false;
-
+  const parser = new TarParser(opts);
+  const it = source[Symbol.asyncIterator]();
+  let done = false;
+  const more = async (): Promise<void> => {
+    for (;;) {
+      const r = await it.next();
+      if (r.done) {
+        done = true;
+        parser.end();
+        return;
+      }
+      const v = r.value;
+      if (v.length === 0) continue;
+      const c = Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.length);
+      opts.onBytes?.(c);
+      parser.push(c);
+      return;
+    }
+  };
   try {
     for (;;) {
-      // Meta headers (PAX, GNU long names) accumulate until the real entry header.
-      let localPax: Map<string, Buffer> | null = null;
-      let longName: string | null = null;
-      let longLink: string | null = null;
-      let raw: RawHeader | null = null;
-      while (raw === null) {
-        const block = await src.readExact(BLOCK, 'header');
-        if (block === null) {
-          if (localPax || longName !== null || longLink !== null) {
-            throw new InvalidArchiveError('archive ends after an extended header');
-          }
-          ended = true; // no end marker: accepted, as Docker does
-          break;
-        }
-        seg?.(Buffer.from(block));
-        if (isEndBlock(block)) {
-          if (localPax || longName !== null || longLink !== null) {
-            throw new InvalidArchiveError('end-of-archive marker after an extended header');
-          }
-          ended = true;
-          break;
-        }
-        const h = decodeHeader(block);
-        if (h.typeflag === 'pax' || h.typeflag === 'pax-global' || h.typeflag === 'gnu-longname' || h.typeflag === 'gnu-longlink') {
-          if (h.size > maxMeta) throw new ArchiveLimitError(`extended header of ${h.size} bytes exceeds the ${maxMeta}-byte limit`);
-          const data = await src.readExact(h.size, 'extended header');
-          if (data === null) throw new InvalidArchiveError('unexpected end of archive in extended header');
-          const padding = pad(h.size) > 0 ? await src.readExact(pad(h.size), 'padding') : null;
-          if (pad(h.size) > 0 && padding === null) throw new InvalidArchiveError('unexpected end of archive in padding');
-          if (seg) {
-            if (data) seg(Buffer.from(data));
-            if (padding) seg(Buffer.from(padding));
-          }
-          const body = data;
-          if (h.typeflag === 'pax') {
-            localPax ??= new Map();
-            decodePax(body, localPax);
-          } else if (h.typeflag === 'pax-global') {
-            globalPax ??= new Map();
-            decodePax(body, globalPax);
-          } else {
-            const nul = body.indexOf(0);
-            const bytes = nul >= 0 ? body.subarray(0, nul) : body;
-            const text = utf8(bytes, 'GNU long name');
-            if (h.typeflag === 'gnu-longname') longName = text;
-            else longLink = text;
-          }
-          continue;
-        }
-        if (h.typeflag === 'volume') {
-          // A GNU volume label describes the archive, not a file: skip its body.
-          await skip(src, h.size + pad(h.size), seg);
-          continue;
-        }
-        raw = h;
+      const h = parser.next();
+      if (h === NEED_INPUT) {
+        await more();
+        continue;
       }
-      if (raw === null) break;
-
-      if (++entries > maxEntries) throw new ArchiveLimitError(`archive has more than ${maxEntries} entries`);
-      const header: TarHeader = {
-        name: longName ?? raw.name,
-        type: raw.typeflag as TarEntryType,
-        mode: raw.mode & 0o7777,
-        uid: raw.uid,
-        gid: raw.gid,
-        uname: raw.uname,
-        gname: raw.gname,
-        size: raw.size,
-        mtimeSec: raw.mtime,
-        mtimeNsec: 0,
-        linkname: longLink ?? raw.linkname,
-        devMajor: raw.devMajor,
-        devMinor: raw.devMinor,
-        xattrs: new Map(),
-        pax: new Map(),
-      };
-      if (globalPax) for (const [k, v] of globalPax) header.pax.set(k, v);
-      if (localPax) for (const [k, v] of localPax) header.pax.set(k, v);
-      if (header.pax.size > 0) applyPax(header, header.pax);
-      if (header.name === '') throw new InvalidArchiveError('entry with an empty name');
-      // Header-only types carry no body whatever their size field says (as Go's archive/tar reads them).
-      if (HEADER_ONLY.has(header.type)) header.size = 0;
-      if (header.size > maxEntrySize) {
-        throw new ArchiveLimitError(`entry of ${header.size} bytes exceeds the ${maxEntrySize}-byte limit`, header.name);
-      }
-
-      let remaining = header.size;
+      if (h === END_OF_INPUT) break;
       let consumed = false;
       const entry: TarEntry = {
-        header,
+        header: h,
         async *body() {
           if (consumed) throw new Error('tar entry body can only be read once');
           consumed = true;
-          while (remaining > 0) {
-            const chunk = await src.readSome(remaining, `content of ${JSON.stringify(header.name)}`);
-            remaining -= chunk.length;
-            yield chunk;
+          for (;;) {
+            if (parser.takeBody()) {
+              yield parser.pieceBuf.subarray(parser.pieceOff, parser.pieceOff + parser.pieceLen);
+              continue;
+            }
+            if (parser.remaining === 0) return;
+            await more();
           }
         },
       };
       yield entry;
-      if (remaining > 0 || !consumed) {
-        if (seg) seg(header.size);
-        await skip(src, remaining, undefined);
-        remaining = 0;
-      } else if (seg) {
-        seg(header.size);
-      }
-      const p = pad(header.size);
-      if (p > 0) {
-        const padding = await src.readExact(p, 'padding');
-        if (padding === null) throw new InvalidArchiveError('unexpected end of archive in padding', header.name);
-        seg?.(Buffer.from(padding));
-      }
-    }
-    // Everything after the first end block (the second zero block, padding to the record size, garbage) is
-    // kept byte for byte for reconstruction and hashing, but never interpreted.
-    if (ended) {
-      await src.drain(seg ? (c) => seg(Buffer.from(c)) : undefined);
     }
   } finally {
-    await src.close();
-  }
-}
-
-async function skip(src: ByteSource, n: number, seg: SegmentSink | undefined): Promise<void> {
-  let left = n;
-  while (left > 0) {
-    const c = await src.readSome(left, 'skipped content');
-    seg?.(Buffer.from(c));
-    left -= c.length;
+    if (!done) await it.return?.();
   }
 }

@@ -190,6 +190,8 @@ export const signatures: { readonly [K in keyof NativeBindings]: Signature } = {
         checkFields(o, { atimeSec: 'int', atimeNsec: 'uint' }, `entries[${i}]`);
       }),
   },
+  openApplySession: { args: [['rootFd', 'fd']] },
+  createSha256: { args: [] },
   scanTree: { args: [['root', 'path'], ['opts', 'object?']], extra: (a) => checkScanOpts(a[1], 'opts') },
   lstatMany: {
     args: [['rootFd', 'fd'], ['paths', 'array']],

@@ -222,6 +222,50 @@ export interface FinishFileOptions {
   size?: number;
 }
 
+/** Outcome of one batch of an {@link ApplySession}. */
+export interface ApplyBatchResult {
+  /** The batch did not run because an earlier batch of the session failed. */
+  skipped: boolean;
+  /** The operation that failed (the batch and the session stop there), or null. */
+  failed: {
+    /** Index of the operation in the batch. */
+    index: number;
+    errno: number;
+    code: string;
+    syscall: string;
+    /** The path the failure is about. */
+    path: string;
+    /** A second name the failure is about (hardlink source, xattr name), or ''. */
+    dest: string;
+    /** 'create', 'remove', 'whiteout', 'xattrs', 'write', 'finish' or 'times', and for 'create' the entry type. */
+    op: string;
+    type: string;
+  } | null;
+  /** Non-fatal problems (xattrs the filesystem refused with ENOTSUP/EPERM), message `'<name>: <code>'`. */
+  warnings: Array<{ index: number; path: string; message: string }>;
+}
+
+/**
+ * A layer apply in progress ({@link NativeBindings.openApplySession}): batches of operations run strictly in
+ * submission order on one pool thread, back to back while batches are queued. The operations are packed
+ * records (the format is documented in native/apply-entries.cc, BatchReader::Next; lib/archive/apply.ts writes
+ * them) whose file contents are slices of `chunks`, which must not change until the batch settles. After a
+ * failed operation every later batch is skipped. Methods check their own arguments (TypeError).
+ */
+export interface ApplySession {
+  run(ops: Uint8Array, chunks: Uint8Array[]): Promise<ApplyBatchResult>;
+  /** After the queued batches: closes a streamed file left open and the session's root fd. */
+  close(): Promise<void>;
+}
+
+/** A SHA-256 computed on the thread pool ({@link NativeBindings.createSha256}). */
+export interface Sha256Stream {
+  /** Queues a chunk (hashed in call order); resolves once it is hashed. The chunk must not change until then. */
+  update(chunk: Uint8Array): Promise<void>;
+  /** Resolves to the lowercase hex digest of everything queued before; the stream is finished afterwards. */
+  digest(): Promise<string>;
+}
+
 /** Options for {@link NativeBindings.scanTree}. */
 export interface ScanOptions {
   /** Read xattrs: false (none, default), true (all) or a list of names to read (e.g. `['security.capability']`). */
@@ -419,6 +463,10 @@ export interface NativeBindings {
   finishFile(fd: number, opts: FinishFileOptions): Promise<void>;
   /** Set times on paths under `rootFd` (without following symlinks); used for directories after all entries. */
   setTimes(rootFd: number, entries: Array<{ path: string; mtimeSec: number; mtimeNsec: number; atimeSec?: number; atimeNsec?: number }>): Promise<void>;
+  /** Start a layer apply under `rootFd` (a directory; the session keeps its own dup of it). See {@link ApplySession}. */
+  openApplySession(rootFd: number): Promise<ApplySession>;
+  /** A SHA-256 whose updates run on the thread pool (rejects with code ERR_NATIVE_MISSING when node has no OpenSSL). */
+  createSha256(): Promise<Sha256Stream>;
   /** Walk the tree under `root` (no symlink following) and return lstat data for every entry, including the root. */
   scanTree(root: string, opts?: ScanOptions): Promise<ScanEntry[]>;
   /** lstat several root-relative paths under `rootFd` at once; null where the path does not exist. */
