@@ -161,6 +161,17 @@ function drained(s: PassThrough): Promise<void> {
   });
 }
 
+/**
+ * Destroys an input stream that a failed registration will not read to its end. A failure before the tar is read
+ * (a full disk while the write set is made, the driver refusing to create the layer) otherwise left it open: a
+ * driver's diff stream then kept the container's layer held (overlay2) or gotten (vfs), so that the container
+ * could never be removed by this process, and a file stream kept its descriptor.
+ */
+function destroyInput(input: Readable | AsyncIterable<Uint8Array>): void {
+  const s = input as Partial<Readable>;
+  if (typeof s.destroy === 'function' && s.destroyed !== true) s.destroy();
+}
+
 /** Content-addressed layers and container layers on one driver; see the module documentation. */
 export class LayerStore {
   private readonly layers = new Map<string, LayerRec>();
@@ -403,9 +414,15 @@ export class LayerStore {
    * removed and the existing layer is shared. Nothing is visible until the metadata is published by one rename.
    */
   async register(input: Readable | AsyncIterable<Uint8Array>, parent: string | null, opts: RegisterOptions = {}): Promise<RegisteredLayer> {
-    if (parent !== null) checkDigest(parent, 'parent chain id');
-    if (opts.expectedDiffId !== undefined) checkDigest(opts.expectedDiffId, 'diff id');
-    const parentRec = await this.pin(parent);
+    let parentRec: LayerRec | null;
+    try {
+      if (parent !== null) checkDigest(parent, 'parent chain id');
+      if (opts.expectedDiffId !== undefined) checkDigest(opts.expectedDiffId, 'diff id');
+      parentRec = await this.pin(parent);
+    } catch (e) {
+      destroyInput(input);
+      throw e;
+    }
     const cacheId = randomHex();
     this.inFlight.add(cacheId);
     try {
@@ -479,6 +496,9 @@ export class LayerStore {
         }
         throw e;
       }
+    } catch (e) {
+      destroyInput(input);
+      throw e;
     } finally {
       this.inFlight.delete(cacheId);
       await this.unpin(parentRec);
@@ -511,6 +531,8 @@ export class LayerStore {
     let bytes = 0;
     let head = Buffer.alloc(0);
     let aborted = false;
+    /** The pump's own failure (input or decompression error), when it came before the driver gave up. */
+    let pumpFailure: unknown = null;
     const limits: DecompressLimits = {};
     if (opts.maxUncompressedSize !== undefined) limits.maxUncompressedSize = opts.maxUncompressedSize;
     if (opts.maxRatio !== undefined) limits.maxRatio = opts.maxRatio;
@@ -548,6 +570,9 @@ export class LayerStore {
         recorder?.end();
         pass.end();
       } catch (e) {
+        // After `aborted`, a failure here is only the echo of destroying the input below (e.g. "Premature close"),
+        // never the cause.
+        if (!aborted) pumpFailure ??= e;
         recorder?.abort();
         pass.destroy(e instanceof Error ? e : new Error(String(e)));
         throw e;
@@ -565,12 +590,10 @@ export class LayerStore {
       pass.destroy();
       const src = input as Partial<Readable>;
       if (typeof src.destroy === 'function') src.destroy();
-      // A decompression or input error is the real cause when the driver only saw the stream fail.
-      const pumpError = await pump.then(
-        () => null,
-        (pe: unknown) => pe,
-      );
-      throw pumpError ?? e;
+      // A decompression or input error that came first is the real cause (the driver only saw the stream fail);
+      // otherwise the driver's own error is (ENOSPC, EIO, an invalid entry), not what destroying the input caused.
+      await pump.catch(() => undefined);
+      throw pumpFailure ?? e;
     }
     // Anything the driver did not read is discarded here, but still hashed by the pump.
     pass.resume();

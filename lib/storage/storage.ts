@@ -40,7 +40,7 @@ import { pullImage as registryPull, type PullOptions } from '../registry/pull';
 import { pushImage as registryPush, type PushOptions } from '../registry/push';
 import { ContainerNameInUseError, ImageInUseError, ImageNotFoundError, InvalidReferenceError, InvalidStoreIdError, StoreClosedError } from './errors';
 import { errCode, Mutex, randomHex } from './fsutil';
-import { unmountStale } from './stale-mounts';
+import { realPath, settleMounts, writeKeptMounts } from './stale-mounts';
 import { StoreLock } from './lock';
 
 /** Options of {@link Storage.open}. */
@@ -168,7 +168,8 @@ export interface CloseOptions {
   /**
    * Leave mounted containers mounted and the driver's devices attached: only the store lock is released. For
    * short-lived processes (like the CLI) whose `mount` must outlive them; a later process unmounts with
-   * `unmountContainer` or its own `close()`.
+   * `unmountContainer` or its own `close()`. The kept mounts are recorded in `<root>/kept-mounts.json`, which is
+   * how the next open tells them from mounts a process that died left behind (those it unmounts).
    */
   keepMounts?: boolean;
 }
@@ -182,6 +183,11 @@ export class Storage {
   private readonly creating = new Map<string, number>();
   private readonly reservedNames = new Set<string>();
   private readonly gate = new Mutex();
+  /** Mount points returned by {@link mountContainer}, per container id (recorded by close({ keepMounts })). */
+  private readonly mountPaths = new Map<string, string>();
+  /** Containers left mounted on purpose by an earlier process (see CloseOptions.keepMounts), with their mount points. */
+  private kept = new Map<string, string>();
+  private sync = true;
   /** Registry blobs known per layer (created on first use). */
   private distribution: DistributionMetadata | null = null;
 
@@ -213,10 +219,10 @@ export class Storage {
       if (opts.bindings !== undefined) cfg.bindings = opts.bindings;
       driver = await newDriver(cfg);
       // A process that died with the store open (crash, SIGKILL) leaves its mounts behind. The lock proves that no
-      // live process uses the store, so every mount below the driver home is stale: unmounted before the layer store
-      // rolls back interrupted work, and before the driver could adopt one as its own (a container's mount/unmount
-      // pair would then leave it mounted until close).
-      await unmountStale(path.join(root, driver.name), opts.bindings, opts.onWarning ?? (() => undefined));
+      // live process uses the store, so every mount below the driver home that was not kept on purpose (close({
+      // keepMounts })) is stale: unmounted before the layer store rolls back interrupted work, and before the driver
+      // could adopt one as its own (a container's mount/unmount pair would then leave it mounted until close).
+      const kept = await settleMounts(root, path.join(root, driver.name), opts.bindings, opts.onWarning ?? (() => undefined));
       const sync = opts.sync ?? true;
       const imageDir = path.join(root, 'image', driver.name);
       const layerOpts: Parameters<typeof LayerStore.open>[0] = { driver, dir: path.join(imageDir, 'layerdb'), sync };
@@ -225,7 +231,10 @@ export class Storage {
       const layers = await LayerStore.open(layerOpts);
       const images = await ImageStore.open({ dir: imageDir, layers, sync });
       const containers = await ContainerStore.open(path.join(root, 'containers'), driver.name, (id) => layers.getRWLayer(id) !== null, sync);
-      return new Storage(root, driver, layers, images, containers, lock, opts.bindings);
+      const s = new Storage(root, driver, layers, images, containers, lock, opts.bindings);
+      s.kept = new Map(kept.filter((k) => containers.has(k.container)).map((k) => [k.container, k.path]));
+      s.sync = sync;
+      return s;
     } catch (e) {
       if (driver) await driver.cleanup().catch(() => undefined);
       await lock.release().catch(() => undefined);
@@ -543,19 +552,37 @@ export class Storage {
   async mountContainer(idOrName: string, opts?: MountOpts): Promise<string> {
     this.check();
     const c = this.containers.resolve(idOrName);
-    const p = await this.driver.get(c.mountId, opts);
+    // Counted before the driver call, not after: a removeContainer started meanwhile must put this mount (the driver
+    // runs get and put of one layer in call order). Counted late, the removal saw no mount of ours, unmounted it as a
+    // dead process's leftover, and this count then outlived the driver's: every later removal of the container
+    // failed with "put without get".
     this.mounted.set(c.id, (this.mounted.get(c.id) ?? 0) + 1);
-    return p;
+    try {
+      const p = await this.driver.get(c.mountId, opts);
+      this.mountPaths.set(c.id, p);
+      return p;
+    } catch (e) {
+      const n = (this.mounted.get(c.id) ?? 1) - 1;
+      if (n <= 0) this.mounted.delete(c.id);
+      else this.mounted.set(c.id, n);
+      throw e;
+    }
   }
 
   /** Releases one {@link mountContainer}; the last one unmounts. */
   async unmountContainer(idOrName: string): Promise<void> {
     this.check();
     const c = this.containers.resolve(idOrName);
+    const own = this.mounted.get(c.id) ?? 0;
     await this.driver.put(c.mountId);
+    // Without a mount of ours, the put released one an earlier process kept: it is no longer kept.
+    if (own <= 0) this.kept.delete(c.id);
+    // Read again after the await: concurrent unmounts of one container each take one off the current count.
     const n = (this.mounted.get(c.id) ?? 0) - 1;
-    if (n <= 0) this.mounted.delete(c.id);
-    else this.mounted.set(c.id, n);
+    if (n <= 0) {
+      this.mounted.delete(c.id);
+      this.mountPaths.delete(c.id);
+    } else this.mounted.set(c.id, n);
   }
 
   /** Changes of the container's read-write layer against its init layer, sorted by path. */
@@ -604,16 +631,23 @@ export class Storage {
   }
 
   /**
-   * Deletes a container: unmounts it (what this store mounted, and a mount left by a process that died), removes
-   * the rw and init layers, then the record.
+   * Deletes a container: unmounts what this store mounted, removes the rw and init layers, then the record. (Mounts
+   * left by a process that died were unmounted by {@link open}.) A layer still in use otherwise, e.g. read by a
+   * commit in progress, makes the removal fail with ERR_LAYER_IN_USE and the container stays whole.
    */
   async removeContainer(idOrName: string): Promise<void> {
     this.check();
     const c = this.containers.resolve(idOrName);
     for (let n = this.mounted.get(c.id) ?? 0; n > 0; n--) await this.driver.put(c.mountId);
     this.mounted.delete(c.id);
+    this.mountPaths.delete(c.id);
+    // A mount an earlier process kept on purpose goes with the container (the driver adopts it and unmounts it).
+    if (this.kept.delete(c.id)) await this.driver.put(c.mountId).catch(() => undefined);
     try {
-      await this.layerStore.releaseRWLayer(c.id, { unmountStale: true });
+      // Not `unmountStale`: every use of the layers left in this process is live (stale mounts went at open), and
+      // treating one as a dead process's leftover put it away from under its user: a diff being read for a commit
+      // on vfs lost its layer mid-stream (ENOENT), and a racing mountContainer's count outlived the driver's.
+      await this.layerStore.releaseRWLayer(c.id, { unmountStale: false });
     } catch (e) {
       // Half removed (the rw layer went, the init layer did not): the container is gone all the same.
       if (this.layerStore.getRWLayer(c.id) === null) await this.containers.remove(c.id);
@@ -754,6 +788,16 @@ export class Storage {
       }
       this.mounted.clear();
       await this.driver.cleanup().catch((e: unknown) => failures.push(e));
+      // The driver's cleanup unmounted everything below its home: nothing is kept any more.
+      await writeKeptMounts(this.root, [], this.sync).catch((e: unknown) => failures.push(e));
+    } else {
+      // Recorded before the lock goes, so that the next open keeps these and unmounts only a dead process's leftovers.
+      const kept = new Map(this.kept);
+      for (const [id, n] of this.mounted) {
+        const p = this.mountPaths.get(id);
+        if (n > 0 && p !== undefined) kept.set(id, await realPath(p).catch(() => p));
+      }
+      await writeKeptMounts(this.root, [...kept].map(([container, p]) => ({ container, path: p })), this.sync).catch((e: unknown) => failures.push(e));
     }
     await this.lock.release().catch((e: unknown) => failures.push(e));
     if (failures.length > 0) throw failures[0];
