@@ -7,8 +7,8 @@
  *
  * Groups (each on one file system, the systems of a group alternate A B C / C B A round by round, the first round
  * is a warm-up and is not reported):
- *   overlay2: graphdriver overlay2, containers-storage overlay, dockerd overlay2
- *   vfs:      graphdriver vfs, containers-storage vfs, dockerd vfs
+ *   overlay2: graphdriver overlay2 (library), graphdriver-cli, containers-storage overlay, dockerd overlay2
+ *   vfs:      the same on vfs
  *   btrfs:    the same three on a loop-mounted btrfs image
  *   floor:    graphdriver overlay2, GNU tar -x, umoci (unpack, repack)
  * Every operation is preceded by an untimed `sync`. Ours runs in a child process using the library (timed inside
@@ -30,6 +30,7 @@ import { fmtSummary, summarize, type Summary } from './harness/stats';
 import { CStorageSystem } from './systems/cstorage';
 import { DockerSystem } from './systems/docker';
 import { OursSystem } from './systems/ours';
+import { OursCliSystem } from './systems/ours-cli';
 import { TarSystem, UmociSystem } from './systems/plain';
 import { OPERATIONS, type BenchData, type BenchSystem, type RoundPlan } from './systems/system';
 
@@ -141,6 +142,10 @@ async function runGroup(group: string, args: Args, data: BenchData): Promise<Gro
     else skipped.push('umoci (apt-get install umoci)');
   } else {
     systems.push(new OursSystem(group, base));
+    // The CLI compiled in the same build as this script (dist-bench/lib/cli/main.js).
+    const cli = path.join(__dirname, '..', 'lib', 'cli', 'main.js');
+    if (fs.existsSync(cli)) systems.push(new OursCliSystem(group, base, cli));
+    else skipped.push(`graphdriver CLI (${cli} not built)`);
     if (have('containers-storage')) systems.push(new CStorageSystem(peerDriver[group]!, base));
     else skipped.push('containers-storage (apt-get install containers-storage)');
     if (have('dockerd') && fs.existsSync('/usr/bin/docker')) systems.push(new DockerSystem(group, base));
