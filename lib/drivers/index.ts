@@ -13,6 +13,6 @@ export { parseBool, parseSize, parseStorageOpts } from './storage-opts';
 export { NaiveDiffDriver, type NaiveDiffOptions } from './naive-diff-driver';
 export { VfsDriver, VfsProtoDriver } from './vfs';
 export { BtrfsDriver, BtrfsProtoDriver } from './btrfs';
-export { DevMapperDriver, DevMapperProtoDriver, PoolSpaceError, DeviceBusyError, MetadataError, type DevMapperDeps } from './devmapper';
+export { DevMapperDriver, DevMapperProtoDriver, PoolSpaceError, DeviceBusyError, MetadataError, type DevMapperDeps, type Runner, type FsProbe, type BaseFs } from './devmapper';
 export { Overlay2Driver, Overlay2ProtoDriver, type Overlay2Deps, type Overlay2Features, type NativeDiffCheck, type OverlayProbe, type MountInfoEntry, ProjectQuota } from './overlay2';
 export { AufsDriver, AufsProtoDriver, type AufsDeps, type AufsFeatures, type AufsProbe } from './aufs';

@@ -5,8 +5,8 @@
  */
 export { RegistryError, RegistryAuthError, ManifestNotFoundError, NoMatchingPlatformError, UnsupportedManifestError, InsecureRegistryError, type RegistryErrorDetail } from './errors';
 export { parseRegistryReference, isLoopbackHost, manifestRef, DOCKER_HUB_HOST, type RegistryReference } from './reference';
-export { Authenticator, parseWwwAuthenticate, type Credentials, type Challenge } from './auth';
-export { RegistryClient, type RegistryOptions, type RegistryClientOptions, type FetchFn, type FetchedManifest, type BlobStreamOptions, type UploadOptions } from './client';
+export { Authenticator, parseWwwAuthenticate, type Credentials, type Challenge, type AuthenticatorOptions, type AuthFetch } from './auth';
+export { RegistryClient, type RegistryOptions, type RegistryClientOptions, type FetchFn, type FetchedManifest, type BlobStreamOptions, type UploadOptions, type MountResult, type RequestOptions, type RequestBody } from './client';
 export { type RetryOptions, IdleTimeoutError } from './retry';
 export {
   MediaType,

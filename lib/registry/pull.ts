@@ -85,7 +85,7 @@ export interface PullTarget {
   distribution?: DistributionMetadata;
 }
 
-/** Result of {@link pullImage}. */
+/** Result of a registry pull (what {@link Storage.pullImage} builds its image from). */
 export interface PullResult extends ResolvedManifest {
   image: Image;
 }

@@ -55,7 +55,7 @@ const DEFERRED_REMOVE_VERSION: readonly [number, number] = [4, 27];
 
 /**
  * The ProtoDriver half of devicemapper: layer ids, reference-counted mounts and the parent records, on top of the
- * {@link DeviceSet}. {@link DevMapperDriver} adds the naive diff methods.
+ * `DeviceSet` (lib/drivers/devmapper/device-set.ts). {@link DevMapperDriver} adds the naive diff methods.
  */
 export class DevMapperProtoDriver implements ProtoDriver {
   readonly name = 'devicemapper';
@@ -70,6 +70,7 @@ export class DevMapperProtoDriver implements ProtoDriver {
 
   private constructor(
     readonly home: string,
+    /** @internal The thin pool and its devices (exposed for the driver's own tests). */
     readonly devices: DeviceSet,
     private readonly lock: StoreLock,
     private readonly b: NativeBindings,
@@ -392,7 +393,7 @@ export class DevMapperDriver extends NaiveDiffDriver {
     return this.dm.home;
   }
 
-  /** The underlying device set (pool, devices, records). */
+  /** @internal The underlying device set (pool, devices, records). */
   get devices(): DeviceSet {
     return this.dm.devices;
   }

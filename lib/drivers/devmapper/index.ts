@@ -10,6 +10,7 @@ registerDriver('devicemapper', DevMapperDriver.init);
 export { DevMapperDriver, DevMapperProtoDriver, type DevMapperDeps } from './devmapper-driver';
 export { DeviceSet, DeviceBusyError, PoolSpaceError, type DeviceSetStatus } from './device-set';
 export { MetadataError } from './metadata';
-export { parseDevmapperOptions, type DevmapperOptions } from './options';
+export { parseDevmapperOptions, type DevmapperOptions, type BaseFs } from './options';
+export { type Runner, type FsProbe } from './mkfs';
 export { parsePoolStatus, type PoolStatus } from './pool';
 export { humanSize } from './human-size';
