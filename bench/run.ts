@@ -11,10 +11,14 @@
  *   vfs:      the same on vfs
  *   btrfs:    the same three on a loop-mounted btrfs image
  *   floor:    graphdriver overlay2, GNU tar -x, umoci (unpack, repack)
+ *   registry: pull of the bench image from a local docker-registry (pushed by skopeo, gzip layers) into an empty
+ *             store: graphdriver overlay2 (library pullImage), graphdriver-cli (`pull`), `skopeo copy
+ *             docker://... dir:` + our loadImage of that directory (one timed op), dockerd overlay2 `docker pull`
+ *             (not in the default groups: ask for it with --groups registry)
  * Every operation is preceded by an untimed `sync`. Ours runs in a child process using the library (timed inside
  * it), the peers' commands are timed around their process (their own start-up is part of using them).
  *
- *   npm run bench -- [--runs 5] [--groups overlay2,vfs,btrfs,floor] [--quick] [--work DIR]
+ *   npm run bench -- [--runs 5] [--groups overlay2,vfs,btrfs,floor,registry] [--quick] [--work DIR]
  *     --quick: skip the 16-concurrent, bulk (small files, 1 GiB) and 128-deep operations
  *
  * Prints one table per group (median (min–max) per operation, ours/peer ratio of medians, peak RSS) and writes
@@ -32,6 +36,8 @@ import { DockerSystem } from './systems/docker';
 import { OursSystem } from './systems/ours';
 import { OursCliSystem } from './systems/ours-cli';
 import { TarSystem, UmociSystem } from './systems/plain';
+import { DockerPullSystem, OursCliPullSystem, OursPullSystem, SkopeoLoadSystem } from './systems/registry';
+import { REGISTRY_BIN, startBenchRegistry } from './harness/registry';
 import { OPERATIONS, type BenchData, type BenchSystem, type RoundPlan } from './systems/system';
 
 /** The checkout this script belongs to. */
@@ -121,7 +127,7 @@ interface GroupResult {
 
 async function runGroup(group: string, args: Args, data: BenchData): Promise<GroupResult | null> {
   let base = path.join(args.work, group);
-  let release = (): void => undefined;
+  let release = (): void | Promise<void> => undefined;
   fs.mkdirSync(base, { recursive: true });
   if (group === 'btrfs') {
     if (!have('mkfs.btrfs')) {
@@ -135,15 +141,31 @@ async function runGroup(group: string, args: Args, data: BenchData): Promise<Gro
   const systems: BenchSystem[] = [];
   const skipped: string[] = [];
   const peerDriver: Record<string, string> = { overlay2: 'overlay', vfs: 'vfs', btrfs: 'btrfs' };
-  if (group === 'floor') {
+  // The CLI compiled in the same build as this script (dist-bench/lib/cli/main.js).
+  const cli = path.join(__dirname, '..', 'lib', 'cli', 'main.js');
+  if (group === 'registry') {
+    for (const [tool, pkg] of [['skopeo', 'skopeo'], [REGISTRY_BIN, 'docker-registry']] as const) {
+      if (!have(tool)) {
+        console.log(`group registry skipped: ${tool} missing (apt-get install ${pkg})`);
+        return null;
+      }
+    }
+    const reg = await startBenchRegistry(path.join(base, 'registry'), data.imageTar);
+    release = () => reg.stop().catch((e: unknown) => console.log(`  registry: stop failed: ${String(e)}`));
+    console.log(`  registry ${reg.host}: ${reg.ref} (${reg.imageId.slice(0, 19)}, ${(reg.layerBytes / 2 ** 20).toFixed(1)} MiB of gzip layers)`);
+    systems.push(new OursPullSystem('overlay2', base, reg));
+    if (fs.existsSync(cli)) systems.push(new OursCliPullSystem('overlay2', base, cli, reg));
+    else skipped.push(`graphdriver CLI (${cli} not built)`);
+    systems.push(new SkopeoLoadSystem('overlay2', base, reg));
+    if (have('dockerd') && fs.existsSync('/usr/bin/docker')) systems.push(new DockerPullSystem('overlay2', base, reg));
+    else skipped.push('dockerd (apt-get install docker.io)');
+  } else if (group === 'floor') {
     systems.push(new OursSystem('overlay2', base));
     systems.push(new TarSystem(base));
     if (have('umoci')) systems.push(new UmociSystem(base));
     else skipped.push('umoci (apt-get install umoci)');
   } else {
     systems.push(new OursSystem(group, base));
-    // The CLI compiled in the same build as this script (dist-bench/lib/cli/main.js).
-    const cli = path.join(__dirname, '..', 'lib', 'cli', 'main.js');
     if (fs.existsSync(cli)) systems.push(new OursCliSystem(group, base, cli));
     else skipped.push(`graphdriver CLI (${cli} not built)`);
     if (have('containers-storage')) systems.push(new CStorageSystem(peerDriver[group]!, base));
@@ -187,7 +209,7 @@ async function runGroup(group: string, args: Args, data: BenchData): Promise<Gro
     }
   } finally {
     for (const s of started) await s.stop().catch((e: unknown) => console.log(`  ${s.label}: stop failed: ${String(e)}`));
-    release();
+    await release();
   }
   return {
     group,

@@ -13,6 +13,8 @@
 #include <napi.h>
 
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -50,6 +52,7 @@ class SerialQueue : public std::enable_shared_from_this<SerialQueue> {
         start = true;
       }
     }
+    if (!start) more_.notify_one();
     if (start) {
       auto* w = new Worker(env, name_, shared_from_this());
       w->Queue();
@@ -84,7 +87,10 @@ class SerialQueue : public std::enable_shared_from_this<SerialQueue> {
     for (;;) {
       std::unique_ptr<Job> j;
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        std::unique_lock<std::mutex> lock(mu_);
+        // A stream's next job usually follows within microseconds (the main thread reads the next chunk):
+        // waiting a moment for it is far cheaper than ending this worker and starting another one.
+        if (todo_.empty()) more_.wait_for(lock, kLinger, [this] { return !todo_.empty(); });
         if (todo_.empty()) {
           running_ = false;
           return;
@@ -124,8 +130,11 @@ class SerialQueue : public std::enable_shared_from_this<SerialQueue> {
     std::shared_ptr<SerialQueue> q_;
   };
 
+  static constexpr std::chrono::milliseconds kLinger{2};
+
   const char* name_;
   std::mutex mu_;
+  std::condition_variable more_;
   std::deque<std::unique_ptr<Job>> todo_;
   std::deque<std::unique_ptr<Job>> done_;
   bool running_ = false;

@@ -5,6 +5,10 @@
 // submission order on one pool thread and never block the main thread; each chunk Buffer is referenced until it
 // has been hashed.
 //
+// An update can also carry CRC-64 ranges: byte ranges of the chunk that are file bodies of the tar being hashed,
+// for the per-file checksums of Docker's tar-split record. They are computed by the same job, on bytes that are
+// in cache anyway, instead of a second pass over the stream on the main thread.
+//
 // The digest comes from the OpenSSL linked into node (node exports its OpenSSL symbols for addons; a node using
 // a shared libcrypto has them loaded too). The symbols are weak references: an addon loaded into a node without
 // them still loads, and createSha256 then fails with ERR_NATIVE_MISSING so callers use node:crypto instead.
@@ -12,11 +16,13 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "common/failure.h"
+#include "crc64.h"
 #include "modules.h"
 #include "serial-queue.h"
 
@@ -46,6 +52,7 @@ bool HaveEvp() {
 struct HashState {
   evp_md_ctx_st* ctx = nullptr;
   bool failed = false;
+  uint64_t crc = 0;  // CRC-64 of the file body being summed (ranges may continue it across chunks)
   ~HashState() {
     if (ctx != nullptr) EVP_MD_CTX_free(ctx);
   }
@@ -57,14 +64,26 @@ struct HashCtx {
   bool finished = false;  // digest() was called
 };
 
+// Flags of a CRC range (third word of each triple).
+constexpr uint32_t kCrcStart = 1;  // the range begins a file body: start from 0
+constexpr uint32_t kCrcEnd = 2;    // the range ends a file body: its CRC goes into the result
+
 class UpdateJob : public SerialQueue::Job {
  public:
-  UpdateJob(Napi::Env env, std::shared_ptr<HashState> s, Napi::Value chunk, const unsigned char* p, size_t n)
+  UpdateJob(Napi::Env env, std::shared_ptr<HashState> s, Napi::Value chunk, const unsigned char* p, size_t n,
+            std::vector<uint32_t> ranges, bool wantCrcs)
       : state_(std::move(s)), deferred_(Napi::Promise::Deferred::New(env)), ref_(Napi::Persistent(chunk)), p_(p),
-        n_(n) {}
+        n_(n), ranges_(std::move(ranges)), wantCrcs_(wantCrcs) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
   void Run() override {
     if (!state_->failed && n_ > 0 && EVP_DigestUpdate(state_->ctx, p_, n_) != 1) state_->failed = true;
+    // Ranges were checked against the chunk's length on the main thread.
+    for (size_t i = 0; !state_->failed && i + 2 < ranges_.size(); i += 3) {
+      const uint32_t flags = ranges_[i + 2];
+      if (flags & kCrcStart) state_->crc = 0;
+      state_->crc = Crc64Iso::Update(state_->crc, p_ + ranges_[i], ranges_[i + 1]);
+      if (flags & kCrcEnd) crcs_.push_back(state_->crc);
+    }
     failed_ = state_->failed;
   }
   void Crashed(int) override { failed_ = state_->failed = true; }
@@ -74,8 +93,15 @@ class UpdateJob : public SerialQueue::Job {
       Failure f;
       f.Set(EIO, "EVP_DigestUpdate");
       deferred_.Reject(MakeError(env, f).Value());
-    } else {
+    } else if (!wantCrcs_) {
       deferred_.Resolve(env.Undefined());
+    } else {
+      // 8 bytes per finished body, big-endian (as tar-split stores them).
+      Napi::Buffer<unsigned char> out = Napi::Buffer<unsigned char>::New(env, crcs_.size() * 8);
+      for (size_t i = 0; i < crcs_.size(); i++) {
+        for (int b = 0; b < 8; b++) out.Data()[i * 8 + b] = static_cast<unsigned char>(crcs_[i] >> (56 - 8 * b));
+      }
+      deferred_.Resolve(out);
     }
   }
 
@@ -85,6 +111,9 @@ class UpdateJob : public SerialQueue::Job {
   Napi::Reference<Napi::Value> ref_;
   const unsigned char* p_;
   size_t n_;
+  std::vector<uint32_t> ranges_;
+  bool wantCrcs_;
+  std::vector<uint64_t> crcs_;
   bool failed_ = false;
 };
 
@@ -137,7 +166,29 @@ Napi::Value Update(const Napi::CallbackInfo& info, HashCtx& ctx) {
   if (napi_get_typedarray_info(env, v, &t, &n, &p, &ab, &off) != napi_ok || t != napi_uint8_array ||
       (n > 0 && p == nullptr))
     throw Napi::TypeError::New(env, "chunk must be a Buffer");
-  auto job = std::make_unique<UpdateJob>(env, ctx.state, v, static_cast<const unsigned char*>(p), n);
+  // Optional CRC ranges: a Uint32Array of (offset, length, flags) triples inside the chunk.
+  std::vector<uint32_t> ranges;
+  bool wantCrcs = false;
+  if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) {
+    Napi::Value r = info[1];
+    napi_typedarray_type rt;
+    size_t rn;
+    void* rp;
+    napi_value rab;
+    size_t roff;
+    if (!r.IsTypedArray() || napi_get_typedarray_info(env, r, &rt, &rn, &rp, &rab, &roff) != napi_ok ||
+        rt != napi_uint32_array || rn % 3 != 0 || (rn > 0 && rp == nullptr))
+      throw Napi::TypeError::New(env, "crc ranges must be a Uint32Array of (offset, length, flags) triples");
+    const uint32_t* w = static_cast<const uint32_t*>(rp);
+    for (size_t i = 0; i < rn; i += 3) {
+      if (static_cast<uint64_t>(w[i]) + w[i + 1] > n || w[i + 2] > (kCrcStart | kCrcEnd))
+        throw Napi::RangeError::New(env, "crc range outside the chunk or with unknown flags");
+    }
+    ranges.assign(w, w + rn);
+    wantCrcs = true;
+  }
+  auto job = std::make_unique<UpdateJob>(env, ctx.state, v, static_cast<const unsigned char*>(p), n,
+                                         std::move(ranges), wantCrcs);
   Napi::Promise promise = job->Promise();
   ctx.queue->Push(env, std::move(job));
   return promise;

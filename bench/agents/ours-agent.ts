@@ -83,7 +83,7 @@ const ops: Record<string, (args: Record<string, unknown>) => Promise<unknown>> =
     let parent: string | null = null;
     const diffIds: string[] = [];
     for (const t of tars) {
-      const l = await s.registerLayer(fs.createReadStream(t), parent);
+      const l = await s.registerLayer(t, parent); // a path: the store reads it in large chunks
       parent = l.chainId;
       diffIds.push(l.diffId);
     }
@@ -98,7 +98,7 @@ const ops: Record<string, (args: Record<string, unknown>) => Promise<unknown>> =
   },
   /** One layer registered alone (no image): the per-layer cost of `import-layer`. */
   async registerLayer(a) {
-    const l = await need().registerLayer(fs.createReadStream(str(a, 'tar')), null);
+    const l = await need().registerLayer(str(a, 'tar'), null);
     return l.chainId;
   },
   async releaseLayer(a) {
@@ -109,6 +109,10 @@ const ops: Record<string, (args: Record<string, unknown>) => Promise<unknown>> =
     if (typeof s.loadImage !== 'function') throw new Error('loadImage is not available in this build');
     const imgs = await s.loadImage(str(a, 'path'));
     return imgs.map((i) => i.id);
+  },
+  /** `docker pull` from a registry into the store; loopback registries speak plain http without options. */
+  async pullImage(a) {
+    return (await need().pullImage(str(a, 'ref'))).id;
   },
   async createContainer(a) {
     return (await need().createContainer(str(a, 'image'))).id;

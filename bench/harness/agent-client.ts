@@ -22,6 +22,12 @@ export class Agent {
       this.pending.delete(r.seq);
       p.resolve(r);
     });
+    // A send to an agent that died (e.g. it could not load the library) reports here: fail the pending calls
+    // instead of crashing the coordinator with an unhandled 'error' event.
+    child.on('error', (e) => {
+      for (const p of this.pending.values()) p.reject(e);
+      this.pending.clear();
+    });
     child.on('exit', (code, signal) => {
       for (const p of this.pending.values()) p.reject(new Error(`agent exited (${code ?? signal})`));
       this.pending.clear();
@@ -38,6 +44,10 @@ export class Agent {
   async call<T = unknown>(op: string, args: Record<string, unknown> = {}): Promise<AgentResult<T>> {
     const seq = ++this.seq;
     const reply = await new Promise<AgentReply>((resolve, reject) => {
+      if (!this.child.connected) {
+        reject(new Error(`agent is gone (exit ${this.child.exitCode ?? this.child.signalCode ?? '?'})`));
+        return;
+      }
       this.pending.set(seq, { resolve, reject });
       const req: AgentRequest = { seq, op, args };
       this.child.send(req);
@@ -48,6 +58,6 @@ export class Agent {
 
   /** Stops the agent. */
   stop(): void {
-    this.child.disconnect();
+    if (this.child.connected) this.child.disconnect();
   }
 }

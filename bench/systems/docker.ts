@@ -18,13 +18,13 @@ export class DockerSystem implements BenchSystem {
   readonly ours = false;
   readonly label: string;
   private daemon: ChildProcess | null = null;
-  private readonly dataRoot: string;
+  protected readonly dataRoot: string;
   private readonly runDir: string;
   private readonly sock: string;
-  private rss = 0;
+  protected rss = 0;
 
   constructor(
-    private readonly driver: string,
+    protected readonly driver: string,
     work: string,
   ) {
     this.label = `dockerd ${driver}`;
@@ -33,11 +33,11 @@ export class DockerSystem implements BenchSystem {
     this.sock = `unix://${this.runDir}/docker.sock`;
   }
 
-  private argv(...args: string[]): string[] {
+  protected argv(...args: string[]): string[] {
     return [CLIENT, '-H', this.sock, ...args];
   }
 
-  private async t(times: Record<string, number>, name: string, ...args: string[]): Promise<string> {
+  protected async t(times: Record<string, number>, name: string, ...args: string[]): Promise<string> {
     const r = await timed(this.argv(...args));
     this.rss = Math.max(this.rss, r.rssKb);
     times[name] = (times[name] ?? 0) + r.ms;
@@ -88,7 +88,7 @@ export class DockerSystem implements BenchSystem {
   }
 
   /** Peak RSS of the daemon since the last reset, in KiB. */
-  private daemonPeak(reset: boolean): number {
+  protected daemonPeak(reset: boolean): number {
     const pid = this.daemon?.pid;
     if (pid === undefined) return 0;
     try {

@@ -14,8 +14,8 @@ import type { BenchData, BenchSystem, RoundPlan, RoundResult } from './system';
 export class OursCliSystem implements BenchSystem {
   readonly ours = false;
   readonly label: string;
-  private readonly root: string;
-  private rss = 0;
+  protected readonly root: string;
+  protected rss = 0;
 
   constructor(
     private readonly driver: string,
@@ -26,11 +26,11 @@ export class OursCliSystem implements BenchSystem {
     this.root = path.join(work, `ours-cli-${driver}`);
   }
 
-  private argv(...args: string[]): string[] {
+  protected argv(...args: string[]): string[] {
     return [process.execPath, this.cli, '--root', this.root, '--driver', this.driver, ...args];
   }
 
-  private async t(times: Record<string, number>, name: string, ...args: string[]): Promise<string> {
+  protected async t(times: Record<string, number>, name: string, ...args: string[]): Promise<string> {
     const r = await timed(this.argv(...args));
     this.rss = Math.max(this.rss, r.rssKb);
     times[name] = (times[name] ?? 0) + r.ms;
@@ -43,7 +43,7 @@ export class OursCliSystem implements BenchSystem {
     this.wipe();
   }
 
-  private wipe(): void {
+  protected wipe(): void {
     if (fs.existsSync(this.root)) {
       for (const id of run(this.argv('ps', '-q', '--no-trunc'), { allowFail: true }).split('\n').filter(Boolean)) {
         run(this.argv('rm', id), { allowFail: true });

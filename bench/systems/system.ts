@@ -54,7 +54,7 @@ export const DEEP_LAYERS = 127;
 /** Canonical operation names, in table order, with what they mean. */
 export const OPERATIONS: ReadonlyArray<[string, string]> = [
   ['import_layers', 'register L1+L2+L3 (Debian minbase, apt layer, small layer) and create the image'],
-  ['load_image', 'load the same image from a `docker save` archive'],
+  ['load_image', 'load the same image from a `docker save` archive into an empty store'],
   ['create_ctr', 'create a container (init + rw layer)'],
   ['mount', 'mount the container root'],
   ['changes', 'list the changes of the standard edit (~214 changes)'],
@@ -66,4 +66,7 @@ export const OPERATIONS: ReadonlyArray<[string, string]> = [
   ['import_small', 'register a layer of ~30,000 small files'],
   ['import_big', 'register a layer holding one 1 GiB file'],
   ['deep128', 'create + mount a container over 128 lower layers (127-layer image + init)'],
+  ['pull', 'pull the 3-layer bench image (gzip layers) from a local docker-registry into an empty store'],
+  ['pull_skopeo', 'of which `skopeo copy docker://... dir:` (skopeo + load column only)'],
+  ['pull_load', 'of which loading that directory with Storage.loadImage (skopeo + load column only)'],
 ];

@@ -13,16 +13,16 @@
  * throughout (fresh memory costs a page fault per 4 KiB, which on some machines cost more than the apply).
  * @module
  */
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { promisify } from 'node:util';
 
 import { InvalidArchiveError } from '../errors';
 import { loadBindings } from '../native/bindings';
 import { OpenFlags } from '../native/constants';
-import type { ApplyBatchResult, ApplySession, EntryType, NativeBindings, Sha256Stream } from '../native/types';
+import type { ApplyBatchResult, ApplySession, EntryType, NativeBindings } from '../native/types';
 import { isRecyclable, type RecyclableSource } from './byte-source';
 import { openDecompressed, type DecompressLimits } from './decompress';
+import { makeHasher, noHash, type StreamHasher } from './stream-hash';
 import { baseOf, cleanEntryPath, joinPath, parentOf } from './entry-path';
 import { END_OF_INPUT, NEED_INPUT, TarParser, type TarHeader, type TarReadLimits } from './tar-reader';
 import { OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_LINK_DIR, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteout';
@@ -93,8 +93,6 @@ const BATCH_BYTES = 2 << 20;
  */
 const INFLIGHT_BATCHES = 8;
 const INFLIGHT_BYTES = 8 << 20;
-/** Input bytes queued for hashing and not hashed yet. */
-const HASH_PENDING_MAX = 8 << 20;
 /** Buffers of packed operations, reused from batch to batch (fresh memory is slow, see the module doc). */
 const OPS_BUFFER = 64 << 10;
 const opsBuffers: Buffer[] = [];
@@ -471,83 +469,6 @@ class Sender {
 
 // ---------------------------------------------------------------- input: chunks, hash, parser
 
-/** The diffID hash: on the thread pool when the addon can, else node:crypto here. */
-interface Hasher {
-  /**
-   * Hashes a chunk and calls `done` once it is no longer needed. Returns a promise when the main thread should
-   * wait for the hash to catch up, else undefined.
-   */
-  update(c: Buffer, done?: () => void): Promise<void> | undefined;
-  digest(): Promise<string>;
-}
-
-class PoolHasher implements Hasher {
-  private readonly queue: Array<{ done: Promise<void>; end: number }> = [];
-  private head = 0;
-  private submitted = 0;
-  private hashed = 0;
-
-  constructor(private readonly s: Sha256Stream) {}
-
-  update(c: Buffer, release?: () => void): Promise<void> | undefined {
-    this.submitted += c.length;
-    const end = this.submitted;
-    let hashed = this.s.update(c);
-    if (release) hashed = hashed.finally(release);
-    const done = hashed.then(() => {
-      this.hashed = Math.max(this.hashed, end);
-    });
-    done.catch(() => undefined);
-    this.queue.push({ done, end });
-    while (this.head < this.queue.length && this.queue[this.head]!.end <= this.hashed) this.head++;
-    if (this.head > 64) {
-      this.queue.splice(0, this.head);
-      this.head = 0;
-    }
-    return this.submitted - this.hashed > HASH_PENDING_MAX ? this.wait() : undefined;
-  }
-
-  private async wait(): Promise<void> {
-    while (this.submitted - this.hashed > HASH_PENDING_MAX && this.head < this.queue.length) await this.queue[this.head++]!.done;
-  }
-
-  async digest(): Promise<string> {
-    // Updates run in order: the digest job runs after all of them, but their failures must surface.
-    for (let i = this.head; i < this.queue.length; i++) await this.queue[i]!.done;
-    return this.s.digest();
-  }
-}
-
-/** For `hash: false`. */
-const NO_HASH: Hasher = {
-  update(_c: Buffer, release?: () => void): undefined {
-    release?.();
-    return undefined;
-  },
-  digest: async () => '',
-};
-
-class LocalHasher implements Hasher {
-  private readonly h = createHash('sha256');
-  update(c: Buffer, release?: () => void): undefined {
-    this.h.update(c);
-    release?.();
-    return undefined;
-  }
-  async digest(): Promise<string> {
-    return this.h.digest('hex');
-  }
-}
-
-async function makeHasher(b: NativeBindings): Promise<Hasher> {
-  try {
-    return new PoolHasher(await b.createSha256());
-  } catch {
-    // An addon without it (or bindings that do not provide it): the same hash, on this thread.
-    return new LocalHasher();
-  }
-}
-
 /** The input stream feeding the parser and the hash. */
 class Feed {
   readonly parser: TarParser;
@@ -556,7 +477,7 @@ class Feed {
 
   constructor(
     source: AsyncIterable<Uint8Array>,
-    private readonly hasher: Hasher,
+    private readonly hasher: StreamHasher,
     opts: TarReadLimits,
     private readonly refs: ChunkRefs | null,
   ) {
@@ -972,7 +893,7 @@ class LayerApplier {
 export async function applyLayer(root: string, input: AsyncIterable<Uint8Array>, opts: ApplyOptions = {}): Promise<ApplyLayerResult> {
   const warn = opts.onWarning ?? (() => undefined);
   const b = opts.bindings ?? loadBindings();
-  const hasher = opts.hash === false ? NO_HASH : await makeHasher(b);
+  const hasher = opts.hash === false ? noHash() : await makeHasher(b);
   const rootFd = await fsOpen(root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
   let source: AsyncIterable<Uint8Array> = input;
   let refs: ChunkRefs | null = null;

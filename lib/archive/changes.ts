@@ -56,7 +56,23 @@ export interface UpperChangesOptions extends ChangesOptions {
   prefetchLookups?: number;
 }
 
-/** Thrown when an upper directory uses overlay features the native algorithm cannot read (redirects, metacopy). */
+/**
+ * Thrown when an upper directory uses overlay features the native algorithm cannot read (redirects, metacopy).
+ *
+ * @example
+ * ```ts
+ * import { changesDirs, changesUpper, NativeDiffUnsupportedError, type Change } from 'graphdriver';
+ *
+ * let changes: Change[];
+ * try {
+ *   changes = await changesUpper('/var/lib/graphdriver/overlay2/c1/diff', ['/var/lib/graphdriver/overlay2/base/diff'], 'overlay');
+ * } catch (e) {
+ *   if (!(e instanceof NativeDiffUnsupportedError)) throw e; // e.code === 'ERR_NATIVE_DIFF_UNSUPPORTED'
+ *   // redirect_dir or metacopy in the upper directory: compare the mounted trees instead
+ *   changes = await changesDirs('/mnt/c1-merged', '/mnt/base-merged');
+ * }
+ * ```
+ */
 export class NativeDiffUnsupportedError extends GraphdriverError {
   constructor(message: string) {
     super('ERR_NATIVE_DIFF_UNSUPPORTED', message);

@@ -10,8 +10,10 @@
  * trailing '/', `security.capability` the only xattr carried, hardlinks collapsed (the first path of an inode is
  * the file, later ones TypeLink to it). File content is read through native bounded opens (O_NOFOLLOW, resolved
  * inside the root) and checked to be a regular file, so a path swapped for a symlink or a device between the
- * scan and the read can never make us read outside the layer. Streams are pulled (backpressure) and hold at most
- * a few MiB.
+ * scan and the read can never make us read outside the layer. Small files (most of a container diff) are read
+ * hundreds at a time by one native readFiles call each, straight into their tar slots, the next call under way
+ * while the current one is written: a round trip to the thread pool per file, four with open/fstat/read/close
+ * from JavaScript, was most of the cost of a diff. Streams are pulled (backpressure) and hold at most a few MiB.
  * @module
  */
 import * as fs from 'node:fs';
@@ -20,10 +22,10 @@ import { promisify } from 'node:util';
 
 import { loadBindings } from '../native/bindings';
 import { FileType, OpenFlags, major, minor } from '../native/constants';
-import type { NativeBindings, ScanEntry } from '../native/types';
+import type { NativeBindings, ReadFilesResult, ScanEntry } from '../native/types';
 import { ChangeKind, compareWalkOrder, sortChanges, type Change } from './change';
 import { CAPABILITY_XATTR, isOpaqueValue, isOverlayWhiteout } from './changes';
-import type { TarEntryType } from './tar-header';
+import { BLOCK, type TarEntryType } from './tar-header';
 import { encodeHeader, END_OF_ARCHIVE, paddingFor, type TarWriteHeader } from './tar-writer';
 import { WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteout';
 
@@ -58,11 +60,11 @@ export interface ExportOptions {
   onWarning?: (w: DiffWarning) => void;
 }
 
-/** Files up to this size are read whole, several at a time, ahead of where the stream is. */
+/** Files up to this size are read whole, many per native readFiles call, one call ahead of where the stream is. */
 const SMALL_FILE = 1 << 20;
-/** Read-ahead limits: files and bytes. */
-const AHEAD_FILES = 32;
-const AHEAD_BYTES = 16 << 20;
+/** Limits of one readFiles call: files, and bytes of their tar slots (content plus padding). */
+const BATCH_FILES = 512;
+const BATCH_BYTES = 4 << 20;
 /** Chunk size for large files, and the size at which small pieces are flushed as one buffer. */
 const CHUNK = 1 << 20;
 const FLUSH_AT = 256 << 10;
@@ -70,6 +72,9 @@ const FLUSH_AT = 256 << 10;
 const STAT_BATCH = 1024;
 /** errnos meaning a path changed between the scan and the read (the container is still running). */
 const VANISHED = new Set(['ENOENT', 'ENOTDIR', 'ELOOP', 'ENXIO', 'EXDEV']);
+/** Content is opened without following a final symlink; O_NONBLOCK: a fifo swapped in must not block a pool
+ *  thread; O_NOCTTY: a tty must not become ours. (readFiles opens with the same flags.) */
+const READ_FLAGS = OpenFlags.O_RDONLY | OpenFlags.O_NOFOLLOW | OpenFlags.O_NONBLOCK | OpenFlags.O_NOCTTY;
 
 /** VFS_CAP_REVISION_3 (namespaced file capabilities) are written as revision 2, as Docker does. */
 export function capabilityForTar(v: Buffer): Buffer {
@@ -184,22 +189,134 @@ class Planner {
   }
 }
 
+/** Small-file content of a run of consecutive plans, read by one readFiles call. */
+interface SmallBatch {
+  /** Plans [start, end) are covered: each small body among them has a slot in the result. */
+  start: number;
+  end: number;
+  /** Plan index → slot offset in the result's data, and its index in `read`. */
+  slots: Map<number, { offset: number; k: number }>;
+  result: Promise<ReadFilesResult>;
+  /** The result once awaited (saves an await per file). */
+  done?: ReadFilesResult;
+}
+
+function isSmall(p: Planned): boolean {
+  return p.body !== undefined && p.body.size <= SMALL_FILE;
+}
+
 /** Reads file content through bounded opens. */
 class ContentReader {
+  /** Whether the addon has readFiles (an older build has not: files are then read one by one). */
+  private native = true;
+
   constructor(
     private readonly b: NativeBindings,
     private readonly root: string,
+    /** An O_DIRECTORY fd of `root`, open for the life of the reader. */
+    private readonly rootFd: number,
     private readonly warn: (w: DiffWarning) => void,
   ) {}
+
+  /**
+   * Starts reading the small files of the plans from `from` on, up to the next large file or the batch limits;
+   * null when there is no small file left. Plans without content inside the run are covered too.
+   */
+  batch(plans: readonly Planned[], from: number): SmallBatch | null {
+    let start = from;
+    while (start < plans.length && !isSmall(plans[start]!)) start++;
+    if (start >= plans.length) return null;
+    const paths: string[] = [];
+    const sizes: number[] = [];
+    const slots = new Map<number, { offset: number; k: number }>();
+    let bytes = 0;
+    let end = start;
+    for (; end < plans.length; end++) {
+      const body = plans[end]!.body;
+      if (body === undefined) continue;
+      if (body.size > SMALL_FILE) break;
+      const slot = body.size + paddingFor(body.size);
+      if (paths.length > 0 && (paths.length >= BATCH_FILES || bytes + slot > BATCH_BYTES)) break;
+      slots.set(end, { offset: bytes, k: paths.length });
+      paths.push(body.path.slice(1));
+      sizes.push(body.size);
+      bytes += slot;
+    }
+    const result = this.readFiles(paths, sizes);
+    result.catch(() => undefined); // observed when awaited; keeps an abandoned read from being "unhandled"
+    return { start, end, slots, result };
+  }
+
+  private async readFiles(paths: string[], sizes: number[]): Promise<ReadFilesResult> {
+    if (this.native) {
+      try {
+        return await this.b.readFiles(this.rootFd, paths, sizes, { align: BLOCK });
+      } catch (e) {
+        if ((e as { code?: unknown }).code !== 'ERR_NATIVE_MISSING') throw e;
+        this.native = false;
+      }
+    }
+    return this.readFilesOneByOne(paths, sizes);
+  }
+
+  /** readFiles done with one openBounded, fstat, read and close per file (addon builds without readFiles). */
+  private async readFilesOneByOne(paths: string[], sizes: number[]): Promise<ReadFilesResult> {
+    const slots = sizes.map((n) => n + paddingFor(n));
+    const data = Buffer.alloc(slots.reduce((a, n) => a + n, 0));
+    const read: ReadFilesResult['read'] = [];
+    let offset = 0;
+    for (let i = 0; i < paths.length; i++) {
+      read.push(await this.readInto(paths[i]!, data.subarray(offset, offset + sizes[i]!)));
+      offset += slots[i]!;
+    }
+    return { data, read };
+  }
+
+  private async readInto(p: string, buf: Buffer): Promise<number | NodeJS.ErrnoException> {
+    let fd: number;
+    try {
+      fd = await this.b.openBounded(this.root, p, { flags: READ_FLAGS });
+    } catch (e) {
+      return e as NodeJS.ErrnoException;
+    }
+    try {
+      if (!(await fsFstat(fd)).isFile()) return -1;
+      let off = 0;
+      while (off < buf.length) {
+        const { bytesRead } = await fsRead(fd, buf, off, buf.length - off, off);
+        if (bytesRead === 0) break;
+        off += bytesRead;
+      }
+      return off;
+    } catch (e) {
+      return e as NodeJS.ErrnoException;
+    } finally {
+      await fsClose(fd);
+    }
+  }
+
+  /**
+   * The tar slot (content and padding) of one small file in its batch's result: zeros where it could not be read
+   * (with a warning); errors other than a vanished path fail the diff.
+   */
+  slot(batch: ReadFilesResult, at: { offset: number; k: number }, body: { path: string; size: number }): Buffer {
+    const r = batch.read[at.k];
+    if (typeof r === 'number') {
+      if (r === -1) this.warn({ path: body.path, message: 'no longer a regular file: content written as zeros' });
+      else if (r < body.size) this.short(body.path, r, body.size);
+    } else {
+      const code = r?.code;
+      if (typeof code !== 'string' || !VANISHED.has(code)) throw r ?? new Error(`internal: no readFiles result for ${body.path}`);
+      this.warn({ path: body.path, message: `file changed while the diff was written (${code}): content written as zeros` });
+    }
+    return batch.data.subarray(at.offset, at.offset + body.size + paddingFor(body.size));
+  }
 
   /** Opens a regular file without following symlinks anywhere outside the root; null when it went away. */
   private async open(p: string): Promise<number | null> {
     let fd: number;
     try {
-      fd = await this.b.openBounded(this.root, p.slice(1), {
-        // O_NONBLOCK: a fifo swapped in must not block a pool thread; O_NOCTTY: a tty must not become ours.
-        flags: OpenFlags.O_RDONLY | OpenFlags.O_NOFOLLOW | OpenFlags.O_NONBLOCK | OpenFlags.O_NOCTTY,
-      });
+      fd = await this.b.openBounded(this.root, p.slice(1), { flags: READ_FLAGS });
     } catch (e) {
       const code = (e as { code?: unknown }).code;
       if (typeof code === 'string' && VANISHED.has(code)) {
@@ -224,25 +341,6 @@ class ContentReader {
 
   private short(p: string, got: number, size: number): void {
     this.warn({ path: p, message: `file shrank while the diff was written (${got} of ${size} bytes): padded with zeros` });
-  }
-
-  /** The first `size` bytes of the file, zero-padded if it got shorter. */
-  async readSmall(p: string, size: number): Promise<Buffer> {
-    const buf = Buffer.alloc(size);
-    const fd = await this.open(p);
-    if (fd === null) return buf;
-    try {
-      let off = 0;
-      while (off < size) {
-        const { bytesRead } = await fsRead(fd, buf, off, size - off, off);
-        if (bytesRead === 0) break;
-        off += bytesRead;
-      }
-      if (off < size) this.short(p, off, size);
-    } finally {
-      await fsClose(fd);
-    }
-    return buf;
   }
 
   /**
@@ -305,45 +403,39 @@ class Gather {
   }
 }
 
-/** Writes planned entries: headers, content (small files read ahead, large ones streamed), padding. */
+/**
+ * Writes planned entries: headers, content, padding. Small files come from readFiles batches, the next batch read
+ * while the current one is written; large files are streamed.
+ */
 async function* emit(plans: readonly Planned[], reader: ContentReader, out: Gather): AsyncGenerator<Buffer> {
-  const ahead = new Map<number, Promise<Buffer>>();
-  let next = 0;
-  let aheadBytes = 0;
+  let current: SmallBatch | null = null;
+  let next: SmallBatch | null = null;
   try {
     for (let i = 0; i < plans.length; i++) {
-      if (next < i) next = i;
-      while (next < plans.length && next < i + AHEAD_FILES && aheadBytes < AHEAD_BYTES) {
-        const body = plans[next]!.body;
-        if (body !== undefined && body.size <= SMALL_FILE) {
-          const pr = reader.readSmall(body.path, body.size);
-          pr.catch(() => undefined); // observed when awaited; keeps an abandoned read from being "unhandled"
-          ahead.set(next, pr);
-          aheadBytes += body.size;
-        }
-        next++;
-      }
       const p = plans[i]!;
       out.push(p.headers);
       if (p.body !== undefined) {
-        const pr = ahead.get(i);
-        if (pr !== undefined) {
-          ahead.delete(i);
-          aheadBytes -= p.body.size;
-          out.push(await pr);
+        if (p.body.size <= SMALL_FILE) {
+          if (current === null || i >= current.end) {
+            current = next !== null && next.start <= i && i < next.end ? next : reader.batch(plans, i);
+            next = current === null ? null : reader.batch(plans, current.end);
+          }
+          const b = current!;
+          b.done ??= await b.result;
+          out.push(reader.slot(b.done, b.slots.get(i)!, p.body));
         } else {
           for await (const chunk of reader.readLarge(p.body.path, p.body.size)) {
             if (out.bytes > 0) yield out.take();
             yield chunk;
           }
+          out.push(Buffer.alloc(paddingFor(p.body.size)));
         }
-        out.push(Buffer.alloc(paddingFor(p.body.size)));
       }
       if (out.bytes >= FLUSH_AT) yield out.take();
     }
   } finally {
-    // A consumer that stops early leaves reads in flight: let them finish (they close their fds).
-    await Promise.allSettled(ahead.values());
+    // A consumer that stops early may leave a batch in flight: let it finish (the worker closes its files).
+    await Promise.allSettled([current?.result, next?.result]);
   }
 }
 
@@ -374,9 +466,9 @@ export function exportChanges(root: string, changes: readonly Change[], opts: Ex
     const sorted = sortChanges(changes.filter((c) => c.path !== '/' && c.path !== '').map((c) => ({ ...c })));
     const whiteoutMtime = opts.whiteoutMtime ?? Math.round(Date.now() / 1000);
     const planner = new Planner(overlay, opaque, warn);
-    const reader = new ContentReader(b, root, warn);
     const out = new Gather();
     const rootFd = await fsOpen(root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    const reader = new ContentReader(b, root, rootFd, warn);
     try {
       for (let i = 0; i < sorted.length; i += STAT_BATCH) {
         const batch = sorted.slice(i, i + STAT_BATCH);
@@ -434,12 +526,17 @@ export function exportUpper(upperDir: string, format: 'overlay' | 'aufs', opts: 
     });
     entries.sort((x, y) => compareWalkOrder(x.path, y.path));
     const planner = new Planner(overlay, opaque, warn);
-    const reader = new ContentReader(b, upperDir, warn);
     const out = new Gather();
-    for (let i = 0; i < entries.length; i += STAT_BATCH) {
-      const plans: Planned[] = [];
-      for (const e of entries.slice(i, i + STAT_BATCH)) planner.plan(e.path.slice(1), e, plans);
-      yield* emit(plans, reader, out);
+    const rootFd = await fsOpen(upperDir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    const reader = new ContentReader(b, upperDir, rootFd, warn);
+    try {
+      for (let i = 0; i < entries.length; i += STAT_BATCH) {
+        const plans: Planned[] = [];
+        for (const e of entries.slice(i, i + STAT_BATCH)) planner.plan(e.path.slice(1), e, plans);
+        yield* emit(plans, reader, out);
+      }
+    } finally {
+      await fsClose(rootFd);
     }
     out.push(END_OF_ARCHIVE);
     yield out.take();

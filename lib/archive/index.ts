@@ -23,3 +23,5 @@ export { exportChanges, exportUpper, type DiffWarning, type ExportOptions } from
 export { readTar, type TarEntry, type TarHeader, type TarReadLimits, type TarReadOptions, type SegmentSink } from './tar-reader';
 export type { TarEntryType } from './tar-header';
 export { encodeHeader, paddingFor, END_OF_ARCHIVE, type TarWriteHeader } from './tar-writer';
+export { Crc64, crc64 } from './crc64';
+export { makeHasher, noHash, type StreamHasher, type CrcSink } from './stream-hash';

@@ -53,7 +53,23 @@ function parseRecord(text: string, id: string): Container | null {
   return c;
 }
 
-/** Container records; see the module documentation. */
+/**
+ * Container records; see the module documentation.
+ *
+ * @example
+ * ```ts
+ * import * as path from 'node:path';
+ * import { ContainerStore, Storage } from 'graphdriver';
+ *
+ * const store = await Storage.open({ root: '/var/lib/graphdriver' });
+ * // the records Storage keeps in <root>/containers, loaded as Storage.open loads them
+ * const hasLayers = (id: string): boolean => store.layerStore.getRWLayer(id) !== null;
+ * const containers = await ContainerStore.open(path.join(store.root, 'containers'), store.driver.name, hasLayers);
+ * const web = containers.resolve('web'); // full id, name or unique id prefix
+ * console.log(web.id, web.image, web.mountId);
+ * console.log(containers.usingImage(web.image)); // ids of every container made from that image
+ * ```
+ */
 export class ContainerStore {
   private readonly containers = new Map<string, Container>();
   /** Records that could not be parsed. */

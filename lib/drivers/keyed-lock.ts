@@ -3,7 +3,23 @@
  * @module
  */
 
-/** A map of FIFO locks keyed by string; entries disappear when idle. */
+/**
+ * A map of FIFO locks keyed by string; entries disappear when idle.
+ *
+ * @example
+ * ```ts
+ * import { KeyedLock } from 'graphdriver';
+ *
+ * const locks = new KeyedLock();
+ * const log: string[] = [];
+ * await Promise.all([
+ *   locks.run('layer1', async () => log.push('create layer1')),
+ *   locks.run('layer1', async () => log.push('mount layer1')), // waits for the create of layer1
+ *   locks.run('layer2', async () => log.push('create layer2')), // runs alongside layer1's work
+ * ]);
+ * console.log(locks.size); // 0: idle keys are dropped
+ * ```
+ */
 export class KeyedLock {
   private readonly tails = new Map<string, Promise<void>>();
 

@@ -3,14 +3,17 @@
  * layer (and its parent) with get/put and comparing the two trees with the archive engine.
  * @module
  */
+import * as fs from 'node:fs/promises';
 import { Readable } from 'node:stream';
 
 import { applyLayer } from '../archive/apply';
-import type { Change } from '../archive/change';
+import { ChangeKind, type Change } from '../archive/change';
 import { changesDirs, diffSize } from '../archive/changes';
 import { exportChanges } from '../archive/diff';
+import { loadBindings } from '../native/bindings';
 import type { NativeBindings } from '../native/types';
-import type { CreateOpts, Driver, MountOpts, ProtoDriver } from './driver';
+import { DelegatingDriver } from './delegating-driver';
+import type { Driver, ProtoDriver } from './driver';
 import { checkParentId } from './layer-id';
 
 /** Options of {@link NaiveDiffDriver}. */
@@ -23,7 +26,10 @@ export interface NaiveDiffOptions {
    * After a diff stream ends, wait until the second in which the diff started is over (default true), as Docker
    * does. Layers applied from a tar carry whole-second mtimes, and the naive comparison treats a whole-second
    * mtime as equal to any time within that second; without the wait, a same-size edit made right after a commit
-   * (within the same second) would be invisible to the next diff.
+   * (within the same second) would be invisible to the next diff. Such an edit can only be mistaken for an entry
+   * of the diff whose mtime lies in that second (or later), so the wait is skipped when every added or modified
+   * path of the diff, looked at once the tar is written, was last changed (mtime and ctime) before the second in
+   * which the diff started.
    */
   secondBoundary?: boolean;
 }
@@ -50,6 +56,30 @@ async function untilNextSecond(startMs: number): Promise<void> {
 }
 
 /**
+ * Whether some added or modified path of `changes` under `root` has an mtime in the second of `startMs` or later
+ * (or cannot be looked at: then the answer is yes, so that the caller keeps waiting). One batched lstat.
+ */
+async function changedSince(root: string, changes: readonly Change[], startMs: number, b: NativeBindings): Promise<boolean> {
+  const startSec = Math.floor(startMs / 1000);
+  const paths = changes.filter((c) => c.kind !== ChangeKind.Delete).map((c) => (c.path === '/' ? '' : c.path.slice(1)));
+  if (paths.length === 0) return false;
+  try {
+    const dir = await fs.open(root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    try {
+      const stats = await b.lstatMany(dir.fd, paths);
+      if (!Array.isArray(stats) || stats.length !== paths.length) return true;
+      // A path gone meanwhile was maybe written into the tar with a recent mtime: counted as recent. The ctime
+      // catches an mtime set back (utimes) after the tar took the recent one.
+      return stats.some((st) => st === null || st === undefined || st.mtimeSec >= startSec || st.ctimeSec >= startSec);
+    } finally {
+      await dir.close();
+    }
+  } catch {
+    return true;
+  }
+}
+
+/**
  * A readable that forwards `source` and calls `release` exactly once: before it signals the end (so a consumer
  * that sees 'end' may remove the layer right away), when the source fails, or when the consumer destroys it early
  * (then 'close' is emitted only after the release has finished). A failing release fails the stream.
@@ -63,6 +93,8 @@ class ReleasingReadable extends Readable {
     private readonly source: Readable,
     private readonly releaseFn: () => Promise<void>,
     private readonly beforeEnd: () => Promise<void>,
+    /** Runs once the source has ended, before the release (the layer is still got). */
+    private readonly afterSource: () => Promise<void> = () => Promise.resolve(),
   ) {
     super();
     this.sourceIter = source[Symbol.asyncIterator]();
@@ -85,6 +117,7 @@ class ReleasingReadable extends Readable {
         const r = await this.sourceIter.next();
         if (this.destroyed) return;
         if (r.done) {
+          await this.afterSource();
           await this.release();
           await this.beforeEnd();
           if (!this.destroyed) this.push(null);
@@ -111,62 +144,34 @@ class ReleasingReadable extends Readable {
 /**
  * A full driver made of a ProtoDriver plus the naive diff methods (Docker's NaiveDiffDriver). Every ProtoDriver
  * method delegates to the wrapped driver; every get is matched by a put on every path, errors included.
+ *
+ * @example
+ * ```ts
+ * import * as fs from 'node:fs';
+ * import { loadBindings, NaiveDiffDriver, VfsProtoDriver } from 'graphdriver';
+ *
+ * const bindings = loadBindings();
+ * const proto = await VfsProtoDriver.open('/var/lib/graphdriver/vfs', [], bindings);
+ * const driver = new NaiveDiffDriver(proto, { bindings }); // adds diff, changes, applyDiff and diffSize
+ * await driver.create('base', null);
+ * await driver.applyDiff('base', null, fs.createReadStream('base.tar'));
+ * await driver.createReadWrite('c1', 'base');
+ * console.log(await driver.changes('c1', 'base')); // the mounted trees of c1 and base compared
+ * ```
  */
-export class NaiveDiffDriver implements Driver {
+export class NaiveDiffDriver<P extends ProtoDriver = ProtoDriver> extends DelegatingDriver<P> implements Driver {
   /** Native bindings for the archive engine (undefined: the engine loads the real addon). */
   protected readonly bindings: NativeBindings | undefined;
   private readonly secondBoundary: boolean;
 
-  constructor(
-    /** The wrapped driver. */
-    protected readonly proto: ProtoDriver,
-    opts: NaiveDiffOptions = {},
-  ) {
+  /** `proto` is the wrapped driver. */
+  constructor(proto: P, opts: NaiveDiffOptions = {}) {
     if (opts.format !== undefined && opts.format !== 'naive') {
       throw new TypeError(`NaiveDiffDriver: unsupported whiteout format ${JSON.stringify(opts.format)}`);
     }
+    super(proto);
     this.bindings = opts.bindings;
     this.secondBoundary = opts.secondBoundary ?? true;
-  }
-
-  get name(): string {
-    return this.proto.name;
-  }
-
-  create(id: string, parent?: string | null, opts?: CreateOpts): Promise<void> {
-    return this.proto.create(id, parent, opts);
-  }
-
-  createReadWrite(id: string, parent?: string | null, opts?: CreateOpts): Promise<void> {
-    return this.proto.createReadWrite(id, parent, opts);
-  }
-
-  remove(id: string): Promise<void> {
-    return this.proto.remove(id);
-  }
-
-  get(id: string, opts?: MountOpts): Promise<string> {
-    return this.proto.get(id, opts);
-  }
-
-  put(id: string): Promise<void> {
-    return this.proto.put(id);
-  }
-
-  exists(id: string): Promise<boolean> {
-    return this.proto.exists(id);
-  }
-
-  status(): Promise<Array<[string, string]>> {
-    return this.proto.status();
-  }
-
-  getMetadata(id: string): Promise<Record<string, string> | null> {
-    return this.proto.getMetadata(id);
-  }
-
-  cleanup(): Promise<void> {
-    return this.proto.cleanup();
   }
 
   private archiveOpts(): { bindings?: NativeBindings } {
@@ -194,10 +199,17 @@ export class NaiveDiffDriver implements Driver {
           ? await changesDirs(layerFs, null, this.archiveOpts())
           : await this.withLayer(parentId, (parentFs) => changesDirs(layerFs, parentFs, this.archiveOpts()));
       const tar = exportChanges(layerFs, changes, this.archiveOpts());
+      let wait = this.secondBoundary;
       const out = new ReleasingReadable(
         tar,
         () => this.proto.put(id),
-        () => (this.secondBoundary ? untilNextSecond(started) : Promise.resolve()),
+        () => (wait ? untilNextSecond(started) : Promise.resolve()),
+        async () => {
+          // Looked at while the layer is still got; needless once the second is over anyway.
+          if (wait && Date.now() < (Math.floor(started / 1000) + 1) * 1000) {
+            wait = await changedSince(layerFs, changes, started, this.bindings ?? loadBindings());
+          }
+        },
       );
       handedOver = true;
       return out;
@@ -222,7 +234,7 @@ export class NaiveDiffDriver implements Driver {
    */
   async applyDiff(id: string, _parent: string | null | undefined, diff: Readable): Promise<number> {
     return this.withLayer(id, async (layerFs) => {
-      const r = await applyLayer(layerFs, diff, { ...this.archiveOpts(), format: 'naive' });
+      const r = await applyLayer(layerFs, diff, { ...this.archiveOpts(), format: 'naive', hash: false });
       return r.size;
     });
   }

@@ -4,7 +4,25 @@
  */
 import { NotMountedError } from './errors';
 
-/** Counts active gets per id. Callers hold the per-id lock around increment/decrement and the mount work. */
+/**
+ * Counts active gets per id. Callers hold the per-id lock around increment/decrement and the mount work.
+ *
+ * @example
+ * ```ts
+ * import { KeyedLock, RefCounter } from 'graphdriver';
+ *
+ * const locks = new KeyedLock();
+ * const refs = new RefCounter();
+ * const isMounted = async (): Promise<boolean> => false; // e.g. look the mount point up in /proc/self/mountinfo
+ * const get = (id: string): Promise<void> => locks.run(id, async () => {
+ *   if ((await refs.increment(id, isMounted)) === 1) console.log(`mount ${id}`); // only the first get mounts
+ * });
+ * const put = (id: string): Promise<void> => locks.run(id, async () => {
+ *   if ((await refs.decrement(id, isMounted)) === 0) console.log(`unmount ${id}`); // only the last put unmounts
+ * });
+ * await get('c1'); await get('c1'); await put('c1'); await put('c1'); // logs 'mount c1', then 'unmount c1'
+ * ```
+ */
 export class RefCounter {
   private readonly counts = new Map<string, number>();
 

@@ -65,7 +65,25 @@ export function cleanArchivePath(p: string, what = 'path'): string {
   return out.join('/');
 }
 
-/** The files of an image archive; see the module documentation. */
+/**
+ * The files of an image archive; see the module documentation.
+ *
+ * @example
+ * ```ts
+ * import { ImageArchive } from 'graphdriver';
+ *
+ * // a `docker save` tar is indexed in place; streams and compressed files are spooled into the (new) spool directory
+ * const archive = await ImageArchive.open('/tmp/busybox.tar', '/var/lib/graphdriver/tmp/spool-1');
+ * try {
+ *   const manifest = JSON.parse((await archive.read('manifest.json', 'manifest')).toString('utf8')) as Array<{ Layers: string[] }>;
+ *   const firstLayer = manifest[0]!.Layers[0]!;
+ *   console.log(firstLayer, archive.size(firstLayer, 'layer')); // e.g. 'blobs/sha256/...' 4535296
+ *   archive.open(firstLayer, 'layer').pipe(process.stdout); // the layer tar, streamed from the archive
+ * } finally {
+ *   await archive.close(); // removes the spool directory
+ * }
+ * ```
+ */
 export class ImageArchive {
   private readonly members = new Map<string, Member>();
 

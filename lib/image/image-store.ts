@@ -62,7 +62,22 @@ export interface ImageStoreOptions {
   sync?: boolean;
 }
 
-/** Images, their configs and references; see the module documentation. */
+/**
+ * Images, their configs and references; see the module documentation.
+ *
+ * @example
+ * ```ts
+ * import { Storage } from 'graphdriver';
+ *
+ * const store = await Storage.open({ root: '/var/lib/graphdriver' });
+ * const images = store.imageStore; // an ImageStore, Docker's image/<driver>/imagedb and repositories.json
+ * const id = images.resolve('busybox'); // reference, full id or unique id prefix
+ * console.log(images.get(id).layers); // chain ids, bottom first
+ * console.log(images.referencesOf(id)); // ['docker.io/library/busybox:latest']
+ * console.log(images.config(id).architecture, images.children(id));
+ * const raw = await images.rawConfig(id); // its sha256 is the id
+ * ```
+ */
 export class ImageStore {
   private readonly images = new Map<string, ImageRec>();
   /** Normalised reference → image id. */

@@ -1,6 +1,6 @@
 /**
- * `docker load`: images from a `docker save` archive or an OCI image layout archive into the store, all or
- * nothing. The archive is read in place when it is an uncompressed tar file, spooled otherwise (see
+ * `docker load`: images from a `docker save` archive, an OCI image layout (archive or directory) or a skopeo
+ * `dir:` directory into the store, all or nothing. The archive is read in place when it is an uncompressed tar file, spooled otherwise (see
  * {@link ImageArchive}); its manifests, configs and references are all read and checked before the first
  * layer is registered; layers are registered on their parents with the diffIDs the config announces (and the
  * blob digests the archive announces), layers already in the store are shared without reading them (as Docker
@@ -24,6 +24,7 @@ import { DOCKER_MANIFEST, planDockerArchive } from './docker-archive';
 import type { Image, ImageStore } from './image-store';
 import type { ImagePlan, LayerPlan } from './load-plan';
 import { isOciLayout, planOciLayout } from './oci-layout';
+import { isSkopeoDir, planSkopeoDir } from './skopeo-dir';
 
 /** Progress of one layer of a load (the shape the CLI's progress bars take). */
 export interface LoadProgress {
@@ -160,9 +161,15 @@ export async function loadImageArchive(t: LoadTarget, src: string | Readable, op
   try {
     archive = await ImageArchive.open(src, spool, opts.signal);
     let plans: ImagePlan[];
-    if (archive.has(DOCKER_MANIFEST)) plans = await planDockerArchive(archive);
+    // A skopeo dir: has a manifest.json too (an object, not docker save's list): its `version` file tells.
+    if (await isSkopeoDir(archive)) plans = await planSkopeoDir(archive);
+    else if (archive.has(DOCKER_MANIFEST)) plans = await planDockerArchive(archive);
     else if (isOciLayout(archive)) plans = await planOciLayout(archive);
-    else throw new InvalidArchiveError(`not an image archive: no ${DOCKER_MANIFEST} (docker save) and no oci-layout + index.json (OCI image layout)`);
+    else {
+      throw new InvalidArchiveError(
+        `not an image archive: no ${DOCKER_MANIFEST} (docker save), no oci-layout + index.json (OCI image layout), no version + ${DOCKER_MANIFEST} (skopeo dir:)`,
+      );
+    }
     const u: Undo = { handles: [], images: [], tags: [] };
     try {
       for (const plan of plans) await registerLayers(t, archive, plan, u, opts);

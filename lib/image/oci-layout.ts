@@ -39,8 +39,10 @@ export const ANNOTATION_IMAGE_NAME = 'io.containerd.image.name';
 /** OCI annotation holding a reference or a tag. */
 export const ANNOTATION_REF_NAME = 'org.opencontainers.image.ref.name';
 
-const INDEX_TYPES = new Set<string>([MediaType.OciIndex, MediaType.DockerManifestList]);
-const MANIFEST_TYPES = new Set<string>([MediaType.OciManifest, MediaType.DockerManifest]);
+/** Media types of manifest lists / image indexes. */
+export const INDEX_TYPES: ReadonlySet<string> = new Set<string>([MediaType.OciIndex, MediaType.DockerManifestList]);
+/** Media types of image manifests. */
+export const MANIFEST_TYPES: ReadonlySet<string> = new Set<string>([MediaType.OciManifest, MediaType.DockerManifest]);
 const CONFIG_TYPES = new Set<string>([MediaType.OciConfig, MediaType.DockerConfig]);
 const LAYER_TYPES = new Set<string>([
   MediaType.OciLayer,
@@ -108,7 +110,8 @@ async function readBlob(archive: ImageArchive, d: Descriptor, what: string): Pro
   return readVerified(archive, blobPath(d.digest), what, d.digest, d.size);
 }
 
-function descriptors(v: unknown, what: string): Descriptor[] {
+/** The entries of an image index / manifest list (schemaVersion 2, a `manifests` list of descriptors). */
+export function descriptors(v: unknown, what: string): Descriptor[] {
   const o = obj(v, what);
   if (o.schemaVersion !== 2) throw bad(`${what}: schemaVersion must be 2`);
   if (!Array.isArray(o.manifests)) throw bad(`${what} has no manifests list`);
@@ -128,7 +131,7 @@ function platformName(p: Descriptor['platform']): string {
 }
 
 /** The manifest for the host platform among an index's entries. */
-function pickPlatform(list: Descriptor[], what: string): Descriptor {
+export function pickPlatform(list: Descriptor[], what: string): Descriptor {
   const manifests = list.filter((d) => MANIFEST_TYPES.has(d.mediaType) || INDEX_TYPES.has(d.mediaType));
   let best: Descriptor | null = null;
   let bestScore = 0;
@@ -161,19 +164,36 @@ function referencesOf(d: Descriptor): string[] {
 }
 
 async function planManifest(archive: ImageArchive, d: Descriptor, references: string[], source: string): Promise<ImagePlan> {
-  const m = obj(parseJson(await readBlob(archive, d, 'image manifest'), `manifest ${d.digest}`), `manifest ${d.digest}`);
-  if (m.schemaVersion !== 2) throw bad(`manifest ${d.digest}: schemaVersion must be 2`);
-  const cfg = parseDescriptor(m.config, `manifest ${d.digest} config`);
+  return planImageManifest(archive, await readBlob(archive, d, 'image manifest'), d.digest, references, source, blobPath);
+}
+
+/**
+ * Plans the image an image manifest (its bytes, already checked against their digest) describes: the config blob
+ * is read and verified, every layer blob must be there with the size its descriptor announces (its digest is
+ * checked as it is streamed into the store). `pathOf` names a blob's file in the archive: `blobs/sha256/<hex>` in
+ * an OCI layout, `<hex>` in a skopeo `dir:` directory.
+ */
+export async function planImageManifest(
+  archive: ImageArchive,
+  manifest: Buffer,
+  label: string,
+  references: string[],
+  source: string,
+  pathOf: (digest: string) => string,
+): Promise<ImagePlan> {
+  const m = obj(parseJson(manifest, `manifest ${label}`), `manifest ${label}`);
+  if (m.schemaVersion !== 2) throw bad(`manifest ${label}: schemaVersion must be 2`);
+  const cfg = parseDescriptor(m.config, `manifest ${label} config`);
   if (!CONFIG_TYPES.has(cfg.mediaType)) throw new InvalidArchiveError(`${source} is not a container image (config type ${cfg.mediaType})`);
-  if (!Array.isArray(m.layers)) throw bad(`manifest ${d.digest} has no layers list`);
-  const layerDescs = m.layers.map((l, i) => parseDescriptor(l, `manifest ${d.digest} layer ${i}`));
+  if (!Array.isArray(m.layers)) throw bad(`manifest ${label} has no layers list`);
+  const layerDescs = m.layers.map((l, i) => parseDescriptor(l, `manifest ${label} layer ${i}`));
   for (const l of layerDescs) {
     if (!LAYER_TYPES.has(l.mediaType)) throw new InvalidArchiveError(`${source}: unsupported layer type ${l.mediaType}`);
   }
-  const config = await readBlob(archive, cfg, 'image config');
+  const config = await readVerified(archive, pathOf(cfg.digest), 'image config', cfg.digest, cfg.size);
   const diffIds = diffIdsFor(parseImageConfig(config), layerDescs.length, source);
   const layers = layerDescs.map((l, i): LayerPlan => {
-    const p = blobPath(l.digest);
+    const p = pathOf(l.digest);
     const size = archive.size(p, `layer ${i} of ${source}`);
     if (size !== l.size) throw new DigestMismatchError(`${l.size} bytes`, `${size} bytes`, `layer blob ${p}`);
     return { path: p, diffId: diffIds[i]!, digest: l.digest, size: l.size };

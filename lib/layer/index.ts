@@ -6,4 +6,3 @@ export * from './layer-store';
 export { chainIdOf, chainIds, sha256Digest, EMPTY_LAYER_DIFF_ID } from './digest';
 export { listDriverLayers } from './driver-layers';
 export { TAR_SPLIT_FILE, FILE_ENTRY, SEGMENT_ENTRY, TarSplitRecorder, readTarSplit, assembleTar, tarSplitSize, type TarSplitEntry, type LayerFiles, type AssembleOptions } from './tar-split';
-export { Crc64, crc64 } from './crc64';

@@ -16,12 +16,13 @@
  * until it is released or {@link Storage.verify} prunes it.
  * @module
  */
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 
+import { fileChunks } from '../archive/byte-source';
 import { decompressStream, detectCompression, type DecompressLimits } from '../archive/decompress';
+import { makeHasher } from '../archive/stream-hash';
 import type { CreateOpts, Driver } from '../drivers/driver';
 import { InvalidArchiveError } from '../errors';
 import { DigestMismatchError, InvalidStoreIdError, LayerInUseError, LayerNotFoundError, StoreCorruptError } from '../storage/errors';
@@ -172,7 +173,23 @@ function destroyInput(input: Readable | AsyncIterable<Uint8Array>): void {
   if (typeof s.destroy === 'function' && s.destroyed !== true) s.destroy();
 }
 
-/** Content-addressed layers and container layers on one driver; see the module documentation. */
+/**
+ * Content-addressed layers and container layers on one driver; see the module documentation.
+ *
+ * @example
+ * ```ts
+ * import { LayerStore, VfsDriver } from 'graphdriver';
+ *
+ * const driver = await VfsDriver.init('/var/lib/gd/vfs');
+ * const layers = await LayerStore.open({ driver, dir: '/var/lib/gd/image/vfs/layerdb' });
+ * const base = await layers.register('/tmp/base.tar', null); // a path, a stream or any async iterable of bytes
+ * const app = await layers.register('/tmp/app.tar.gz', base.chainId);
+ * console.log(app.chainId, app.diffId, app.size);
+ * const tar = await layers.tarStream(app.chainId); // the registered tar, byte for byte
+ * tar.resume();
+ * await layers.release(app.chainId);
+ * ```
+ */
 export class LayerStore {
   private readonly layers = new Map<string, LayerRec>();
   private readonly rw = new Map<string, RWLayer>();
@@ -412,8 +429,12 @@ export class LayerStore {
    * takes one handle on it. The tar is applied into a new driver layer through the driver's applyDiff; its
    * diffID is the sha256 of the uncompressed stream. If the resulting chain exists already, the new copy is
    * removed and the existing layer is shared. Nothing is visible until the metadata is published by one rename.
+   * `tar` is a stream, any async iterable of bytes, or the path of a file (read in large chunks: the fastest).
    */
-  async register(input: Readable | AsyncIterable<Uint8Array>, parent: string | null, opts: RegisterOptions = {}): Promise<RegisteredLayer> {
+  async register(tar: Readable | AsyncIterable<Uint8Array> | string, parent: string | null, opts: RegisterOptions = {}): Promise<RegisteredLayer> {
+    // A path is read in 1 MiB chunks: a default fs.ReadStream hands out fresh 64 KiB buffers, whose allocation
+    // and the trips through the event loop cost more main-thread time than parsing the tar.
+    const input = typeof tar === 'string' ? fileChunks(tar) : tar;
     let parentRec: LayerRec | null;
     try {
       if (parent !== null) checkDigest(parent, 'parent chain id');
@@ -527,7 +548,7 @@ export class LayerStore {
     opts: RegisterOptions,
     recorder: TarSplitRecorder | null = null,
   ): Promise<{ diffId: string; size: number; bytes: number }> {
-    const hash = createHash('sha256');
+    const hasher = await makeHasher(this.bindings);
     let bytes = 0;
     let head = Buffer.alloc(0);
     let aborted = false;
@@ -538,7 +559,9 @@ export class LayerStore {
     if (opts.maxRatio !== undefined) limits.maxRatio = opts.maxRatio;
     if (opts.ratioFloor !== undefined) limits.ratioFloor = opts.ratioFloor;
     const it = decompressStream(input, limits)[Symbol.asyncIterator]();
-    const pass = new PassThrough({ highWaterMark: 1 << 20 });
+    // Object mode on the readable side: the driver gets the chunks as they are. In byte mode every read of a
+    // stream with several chunks buffered returns them concatenated, a fresh copy of most of the layer.
+    const pass = new PassThrough({ writableHighWaterMark: 1 << 20, readableObjectMode: true, readableHighWaterMark: 16 });
     // The pump's failure reaches the caller through `pump` below, and the driver sees the stream fail when it
     // reads. The stream's own 'error' event must not go unheard: a layer that fails before the driver subscribed
     // (a bad gzip CRC at the end of a small layer, a decompression limit) was an uncaught exception that killed
@@ -560,12 +583,14 @@ export class LayerStore {
             // diffID (taken here) would not describe the tar actually applied.
             if (head.length >= 4 && detectCompression(head) !== 'none') throw new InvalidArchiveError('layer is compressed twice');
           }
-          hash.update(c);
+          // The recorder parses the headers now; the file bodies' checksums are computed with the hash, on
+          // the thread pool, and come back to it in order.
+          const ranges = recorder?.write(c) ?? null;
+          const hashing = hasher.update(c, undefined, ranges, recorder && ranges ? (crcs) => recorder.addCrcs(crcs) : undefined);
           bytes += c.length;
           opts.onData?.(c);
-          const recorded = recorder?.write(c);
-          if (recorded) await recorded;
           if (!pass.destroyed && !pass.write(c)) await drained(pass);
+          if (hashing) await hashing;
         }
         recorder?.end();
         pass.end();
@@ -598,7 +623,7 @@ export class LayerStore {
     // Anything the driver did not read is discarded here, but still hashed by the pump.
     pass.resume();
     await pump;
-    return { diffId: `sha256:${hash.digest('hex')}`, size, bytes };
+    return { diffId: `sha256:${await hasher.digest()}`, size, bytes };
   }
 
   // ---- exact tars ----

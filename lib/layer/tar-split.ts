@@ -15,10 +15,11 @@ import { createReadStream } from 'node:fs';
 import { createGunzip, createGzip } from 'node:zlib';
 
 import { cleanEntryPath } from '../archive/entry-path';
-import { readTar } from '../archive/tar-reader';
+import { END_OF_INPUT, NEED_INPUT, TarParser } from '../archive/tar-reader';
+import { CRC_RANGE_END, CRC_RANGE_START } from '../native/types';
 import { goJson } from '../image/config';
 import { DigestMismatchError, StoreCorruptError } from '../storage/errors';
-import { Crc64 } from './crc64';
+import { Crc64 } from '../archive/crc64';
 
 /** File name of the record in a layer's layerdb directory (Docker's). */
 export const TAR_SPLIT_FILE = 'tar-split.json.gz';
@@ -35,46 +36,76 @@ export type TarSplitEntry =
 
 /** Bytes after the end of the archive are recorded in segments of at most this size (as tar-split does). */
 const MAX_SEGMENT = 1 << 20;
-/** Raw bytes without a body in between beyond this are taken as the end of the archive and its trailer. */
-const TRAILER_FLUSH = 8 << 20;
-/** The recorder stops accepting data (the caller waits) while this much is queued for the parser. */
-const QUEUE_HIGH_WATER = 4 << 20;
-/** JSON lines are handed to gzip in batches of about this many characters. */
-const GZIP_BATCH = 64 << 10;
 /** Deepest path accepted in a record (the archive engine refuses deeper layers anyway). */
 const MAX_DEPTH = 1024;
+/** Raw bytes without a body in between beyond this are taken as the end of the archive and its trailer. */
+const TRAILER_FLUSH = 8 << 20;
+/** JSON lines are handed to gzip in batches of about this many characters. */
+const GZIP_BATCH = 64 << 10;
+
+/** A record line not written yet: a file entry waits for its checksum (computed on the thread pool). */
+interface PendingEntry {
+  entry: TarSplitEntry;
+  /** Whether the file entry still waits for its CRC-64. */
+  waiting: boolean;
+}
 
 /**
- * Records the tar-split metadata of a tar stream fed to it chunk by chunk (see the module documentation). The
- * stream is parsed by the same reader the archive engine uses. A stream the reader refuses makes {@link result}
- * reject; the caller then keeps the layer without a record (it can still be exported through the driver's diff,
- * just not byte for byte).
+ * Records the tar-split metadata of a tar stream fed to it chunk by chunk (see the module documentation).
+ *
+ * The stream is parsed synchronously by the archive engine's parser, headers only: the file bodies are not
+ * read here but described, as byte ranges of each chunk, to whoever hashes the stream ({@link write} returns
+ * them in the form of {@link Sha256Stream.update}'s CRC ranges), and their checksums come back through
+ * {@link addCrcs} in order. A stream the parser refuses makes {@link result} reject; the caller then keeps the
+ * layer without a record (it can still be exported through the driver's diff, just not byte for byte).
+ *
+ * @example
+ * ```ts
+ * import * as fs from 'node:fs';
+ * import { TarSplitRecorder, makeHasher } from 'graphdriver';
+ *
+ * const recorder = new TarSplitRecorder();
+ * const hasher = await makeHasher(null); // sha256 of the stream plus the bodies' CRC-64s
+ * for await (const chunk of fs.createReadStream('/tmp/layer.tar')) {
+ *   const ranges = recorder.write(chunk as Buffer);
+ *   await hasher.update(chunk as Buffer, undefined, ranges, (crcs) => recorder.addCrcs(crcs));
+ * }
+ * recorder.end();
+ * console.log('diffID', `sha256:${await hasher.digest()}`);
+ * fs.writeFileSync('/tmp/tar-split.json.gz', await recorder.result());
+ * ```
  */
 export class TarSplitRecorder {
-  private readonly queue: Buffer[] = [];
-  private queued = 0;
+  private readonly parser: TarParser;
   private ended = false;
   private failed: unknown = null;
-  /** Wakes the parser when data arrives or the input ends. */
-  private wakeParser: (() => void) | null = null;
-  /** Wakes the writer when the queue drains. */
-  private wakeWriter: (() => void) | null = null;
-  private readonly parser: Promise<void>;
   private readonly gzip = createGzip();
   private readonly gzParts: Buffer[] = [];
   private readonly gzDone: Promise<void>;
   private lines: string[] = [];
   private linesLen = 0;
   private position = 0;
+  /** Entries in record order, from the first one not written yet. */
+  private pending: PendingEntry[] = [];
+  private pendingHead = 0;
+  /** File entries waiting for their checksums, oldest first (indexes into `pending` shift with it). */
+  private waiting: PendingEntry[] = [];
+  private waitingHead = 0;
+  /** Checksums that arrived before their entry (never expected, kept for robustness). */
+  private early: Buffer[] = [];
   /** Raw bytes seen since the last entry was written. */
   private raw: Buffer[] = [];
   private rawLen = 0;
-  /** The entry whose body was just read (its segment number comes next). */
-  private current: { name: string; crc: Crc64 | null } | null = null;
+  /** The entry whose body is being read (its name is recorded when the body ends). */
+  private current: string | null = null;
+  /** Whether the current body's first range was handed out. */
+  private bodyStarted = false;
   /** Padding after the last body (part of the end-of-archive segment). */
   private lastPad = 0;
   /** Whether the end-of-archive segment was written (trailing bytes follow in 1 MiB segments). */
   private endDone = false;
+  /** CRC ranges of the chunk being parsed. */
+  private ranges: number[] = [];
 
   constructor() {
     this.gzip.on('data', (c: Buffer) => this.gzParts.push(c));
@@ -82,51 +113,85 @@ export class TarSplitRecorder {
       this.gzip.once('end', resolve);
       this.gzip.once('error', reject);
     });
-    this.parser = this.parse().catch((e: unknown) => {
-      this.failed = e;
-      this.queue.length = 0;
-      this.queued = 0;
-      this.wakeWriter?.();
-    });
+    this.parser = new TarParser({ onSegment: (seg) => this.segment(seg) });
   }
 
   /**
-   * Feeds the next bytes of the tar. Returns a promise when the caller should wait before feeding more (the
-   * parser is behind), else null. Never throws: a parse failure shows in {@link result}.
+   * Parses the next bytes of the tar (the chunk must not change afterwards: raw segments may point into it).
+   * Returns the CRC-64 ranges of file bodies in this chunk (triples for {@link Sha256Stream.update}; the
+   * checksums go to {@link addCrcs}), or null when the chunk holds no body bytes. Never throws: a parse failure
+   * shows in {@link result}.
    */
-  write(chunk: Buffer): Promise<void> | null {
+  write(chunk: Buffer): Uint32Array | null {
     if (this.failed !== null || this.ended || chunk.length === 0) return null;
-    this.queue.push(chunk);
-    this.queued += chunk.length;
-    this.wakeParser?.();
-    if (this.queued < QUEUE_HIGH_WATER) return null;
-    return new Promise<void>((resolve) => {
-      this.wakeWriter = resolve;
-    });
+    this.ranges.length = 0;
+    try {
+      this.parser.push(chunk);
+      this.run();
+    } catch (e) {
+      this.fail(e);
+      return null;
+    }
+    return this.ranges.length > 0 ? Uint32Array.from(this.ranges) : null;
+  }
+
+  /** Checksums of bodies, in the order their ranges were handed out (8 bytes big-endian each). */
+  addCrcs(crcs: Buffer): void {
+    if (this.failed !== null) return;
+    if (!Buffer.isBuffer(crcs)) {
+      // An addon from before CRC ranges resolves its updates with nothing.
+      this.fail(new Error('tar-split: the hash gave no file checksums (native addon out of date?)'));
+      return;
+    }
+    for (let off = 0; off + 8 <= crcs.length; off += 8) {
+      const crc = crcs.subarray(off, off + 8);
+      const p = this.waiting[this.waitingHead];
+      if (p === undefined) {
+        this.early.push(crc);
+        continue;
+      }
+      this.waitingHead++;
+      if (p.entry.type === FILE_ENTRY) p.entry.crc = crc;
+      p.waiting = false;
+    }
+    if (this.waitingHead > 1024) {
+      this.waiting = this.waiting.slice(this.waitingHead);
+      this.waitingHead = 0;
+    }
+    this.flushPending();
   }
 
   /** Marks the end of the tar. */
   end(): void {
+    if (this.ended) return;
     this.ended = true;
-    this.wakeParser?.();
+    if (this.failed !== null) return;
+    try {
+      this.parser.end();
+      this.run();
+      this.flushTrailer(true);
+    } catch (e) {
+      this.fail(e);
+    }
   }
 
   /** Stops recording (the registration failed); {@link result} rejects. */
   abort(): void {
-    if (this.failed === null) this.failed = new Error('tar-split recording aborted');
+    this.fail(new Error('tar-split recording aborted'));
     this.ended = true;
-    this.queue.length = 0;
-    this.queued = 0;
-    this.wakeParser?.();
-    this.wakeWriter?.();
     this.gzip.destroy();
     // Nobody may ask for the result any more: the parser's end must not surface as an unhandled rejection.
     this.gzDone.catch(() => undefined);
   }
 
-  /** The gzip-compressed record, once the whole tar was fed and {@link end} called. */
+  /**
+   * The gzip-compressed record, once the whole tar was fed, {@link end} called and every checksum handed to
+   * {@link addCrcs}.
+   */
   async result(): Promise<Buffer> {
-    await this.parser;
+    if (this.failed === null && (!this.ended || this.pendingHead < this.pending.length)) {
+      this.fail(new Error(this.ended ? 'tar-split: file checksums missing' : 'tar-split: the tar did not end'));
+    }
     if (this.failed !== null) {
       this.gzip.destroy();
       throw this.failed;
@@ -137,37 +202,32 @@ export class TarSplitRecorder {
     return Buffer.concat(this.gzParts);
   }
 
-  private async *source(): AsyncGenerator<Buffer> {
-    for (;;) {
-      if (this.failed !== null) return;
-      const c = this.queue.shift();
-      if (c !== undefined) {
-        this.queued -= c.length;
-        if (this.queued < QUEUE_HIGH_WATER / 2 && this.wakeWriter) {
-          const w = this.wakeWriter;
-          this.wakeWriter = null;
-          w();
-        }
-        yield c;
-        continue;
-      }
-      if (this.ended) return;
-      await new Promise<void>((resolve) => {
-        this.wakeParser = resolve;
-      });
-      this.wakeParser = null;
-    }
+  private fail(e: unknown): void {
+    if (this.failed !== null) return;
+    this.failed = e;
+    this.pending = [];
+    this.waiting = [];
+    this.raw = [];
   }
 
-  private async parse(): Promise<void> {
-    const onSegment = (seg: Buffer | number): void => this.segment(seg);
-    for await (const e of readTar(this.source(), { onSegment })) {
-      const crc = e.header.size > 0 ? new Crc64() : null;
-      this.current = { name: e.header.name, crc };
-      for await (const c of e.body()) crc?.update(c);
+  /** Reads every header and body piece the parser has input for. */
+  private run(): void {
+    const p = this.parser;
+    for (;;) {
+      if (this.current !== null) {
+        // Body pieces: ranges of the chunk just pushed (earlier chunks were read to their end before).
+        while (p.takeBody()) {
+          const flags = (this.bodyStarted ? 0 : CRC_RANGE_START) | (p.remaining === 0 ? CRC_RANGE_END : 0);
+          this.bodyStarted = true;
+          this.ranges.push(p.pieceOff, p.pieceLen, flags);
+        }
+        if (p.remaining > 0) return; // more input needed
+      }
+      const h = p.next();
+      if (h === NEED_INPUT || h === END_OF_INPUT) return;
+      this.current = h.name;
+      this.bodyStarted = false;
     }
-    if (this.failed !== null) throw this.failed;
-    this.flushTrailer(true);
   }
 
   private segment(seg: Buffer | number): void {
@@ -175,9 +235,9 @@ export class TarSplitRecorder {
       // A body: what came before it (the previous body's padding, then this entry's headers) is one segment,
       // the body a file entry, exactly as tar-split cuts an archive.
       this.flushRaw();
-      const cur = this.current;
-      if (cur === null) throw new Error('tar-split: body without an entry');
-      this.entry({ type: FILE_ENTRY, name: cur.name, size: seg, crc: seg > 0 && cur.crc ? cur.crc.digest() : null, position: 0 });
+      const name = this.current;
+      if (name === null) throw new Error('tar-split: body without an entry');
+      this.entry({ type: FILE_ENTRY, name, size: seg, crc: null, position: 0 }, seg > 0);
       this.current = null;
       this.lastPad = (512 - (seg % 512)) % 512;
       this.endDone = false;
@@ -221,7 +281,36 @@ export class TarSplitRecorder {
     if (final) this.entry({ type: SEGMENT_ENTRY, payload: Buffer.alloc(0), position: 0 });
   }
 
-  private entry(e: TarSplitEntry): void {
+  private entry(e: TarSplitEntry, waitForCrc = false): void {
+    const p: PendingEntry = { entry: e, waiting: waitForCrc };
+    if (waitForCrc) {
+      const early = this.early.shift();
+      if (early !== undefined && e.type === FILE_ENTRY) {
+        e.crc = early;
+        p.waiting = false;
+      } else {
+        this.waiting.push(p);
+      }
+    }
+    this.pending.push(p);
+    this.flushPending();
+  }
+
+  /** Writes the entries whose lines are complete, in order. */
+  private flushPending(): void {
+    while (this.pendingHead < this.pending.length) {
+      const p = this.pending[this.pendingHead]!;
+      if (p.waiting) break;
+      this.pendingHead++;
+      this.line(p.entry);
+    }
+    if (this.pendingHead > 1024 || this.pendingHead === this.pending.length) {
+      this.pending = this.pending.slice(this.pendingHead);
+      this.pendingHead = 0;
+    }
+  }
+
+  private line(e: TarSplitEntry): void {
     const position = this.position++;
     // Field order and encoding of Go's encoding/json for storage.Entry.
     const line =

@@ -193,6 +193,15 @@ export const signatures: { readonly [K in keyof NativeBindings]: Signature } = {
   openApplySession: { args: [['rootFd', 'fd']] },
   createSha256: { args: [] },
   scanTree: { args: [['root', 'path'], ['opts', 'object?']], extra: (a) => checkScanOpts(a[1], 'opts') },
+  readFiles: {
+    args: [['rootFd', 'fd'], ['paths', 'array'], ['sizes', 'array'], ['opts', 'object?']],
+    extra: (a) => {
+      (a[1] as unknown[]).forEach((p, i) => checkRelPath(p, `paths[${i}]`));
+      (a[2] as unknown[]).forEach((n, i) => checkArg('uint', n, `sizes[${i}]`));
+      if ((a[1] as unknown[]).length !== (a[2] as unknown[]).length) throw new RangeError('readFiles: paths and sizes must have the same length');
+      checkFields(a[3], { align: 'uint' }, 'opts');
+    },
+  },
   lstatMany: {
     args: [['rootFd', 'fd'], ['paths', 'array']],
     extra: (a) => {

@@ -258,10 +258,22 @@ export interface ApplySession {
   close(): Promise<void>;
 }
 
+/** Flag of a {@link Sha256Stream.update} CRC range: the range begins a new checksum. */
+export const CRC_RANGE_START = 1;
+/** Flag of a {@link Sha256Stream.update} CRC range: the checksum is complete after the range. */
+export const CRC_RANGE_END = 2;
+
 /** A SHA-256 computed on the thread pool ({@link NativeBindings.createSha256}). */
 export interface Sha256Stream {
   /** Queues a chunk (hashed in call order); resolves once it is hashed. The chunk must not change until then. */
   update(chunk: Uint8Array): Promise<void>;
+  /**
+   * Same, and also computes CRC-64/ISO (Go's `crc64.ISO`) over byte ranges of the chunk: `crcRanges` holds
+   * `(offset, length, flags)` triples, flags {@link CRC_RANGE_START} (the range begins a new checksum) and
+   * {@link CRC_RANGE_END} (the checksum is complete after it). A checksum may continue across chunks. Resolves
+   * to the checksums completed in this chunk, 8 bytes big-endian each, in order (tar-split's per-file checksums).
+   */
+  update(chunk: Uint8Array, crcRanges: Uint32Array): Promise<Buffer>;
   /** Resolves to the lowercase hex digest of everything queued before; the stream is finished afterwards. */
   digest(): Promise<string>;
 }
@@ -302,6 +314,20 @@ export interface ScanEntry {
   linkname?: string;
   /** Requested xattrs that exist. */
   xattrs?: Record<string, Buffer>;
+}
+
+/** Options for {@link NativeBindings.readFiles}. */
+export interface ReadFilesOptions {
+  /** Each file's slot in `data` is its size rounded up to a multiple of this (default 1; 512 gives tar padding). */
+  align?: number;
+}
+
+/** Result of {@link NativeBindings.readFiles}. */
+export interface ReadFilesResult {
+  /** The files' slots, back to back. */
+  data: Buffer;
+  /** Per file: bytes read, -1 for a path that is not a regular file, or the error that kept it from being read. */
+  read: Array<number | NodeJS.ErrnoException>;
 }
 
 /** Options for {@link NativeBindings.openBounded}. */
@@ -471,6 +497,16 @@ export interface NativeBindings {
   scanTree(root: string, opts?: ScanOptions): Promise<ScanEntry[]>;
   /** lstat several root-relative paths under `rootFd` at once; null where the path does not exist. */
   lstatMany(rootFd: number, paths: string[], opts?: ScanOptions): Promise<Array<ScanEntry | null>>;
+  /**
+   * Read several small regular files under `rootFd` in one trip to the thread pool. File i is opened bounded to
+   * the root like {@link openBounded} (resolved in the root, no magic links) with O_NOFOLLOW, O_NONBLOCK and
+   * O_NOCTTY, checked with fstat to be a regular file, and its first `sizes[i]` bytes are read into its slot of
+   * `data`. Slots follow each other in order, each `sizes[i]` rounded up to a multiple of `opts.align` (default 1,
+   * at most 65536); bytes not read stay zero. `read[i]` is the number of bytes read (fewer than `sizes[i]` when the
+   * file is shorter), -1 when the path is not a regular file (nothing read), or the Node-style error (code, errno,
+   * syscall, path) that kept it from being opened or read. At most 256 MiB per call (RangeError).
+   */
+  readFiles(rootFd: number, paths: string[], sizes: number[], opts?: ReadFilesOptions): Promise<ReadFilesResult>;
   /** Copy the tree `source` to `dest` (which must not exist) preserving owners, modes, times, xattrs, hardlinks,
    *  devices, fifos, symlinks and holes; reflinks where the filesystem allows. */
   copyTree(source: string, dest: string, opts?: CopyTreeOptions): Promise<CopyTreeResult>;

@@ -116,7 +116,24 @@ function basicHeader(username: string, password: string): string {
   return `Basic ${Buffer.from(`${username}:${password}`, 'utf8').toString('base64')}`;
 }
 
-/** Authenticates the requests of one registry client; see the module documentation. */
+/**
+ * Authenticates the requests of one registry client; see the module documentation.
+ *
+ * @example
+ * ```ts
+ * import { Authenticator } from 'graphdriver';
+ *
+ * const auth = new Authenticator({
+ *   registry: 'registry-1.docker.io',
+ *   credentials: { username: 'me', password: process.env.TOKEN ?? '' },
+ *   fetch: (url, init) => fetch(url, init),
+ *   allowHttp: () => false,
+ * });
+ * auth.learn(await fetch('https://registry-1.docker.io/v2/')); // the 401's challenge: Bearer realm=...
+ * const authorization = await auth.authorization(['repository:library/busybox:pull']); // 'Bearer <token>'
+ * const res = await fetch('https://registry-1.docker.io/v2/library/busybox/tags/list', { headers: { authorization: authorization ?? '' } });
+ * ```
+ */
 export class Authenticator {
   private challenge: Challenge | null = null;
   private readonly tokens = new Map<string, CachedToken>();

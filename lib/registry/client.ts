@@ -9,6 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 
+import { makeHasher } from '../archive/stream-hash';
 import { DigestMismatchError } from '../storage/errors';
 import { Authenticator, type Credentials } from './auth';
 import { discardBody, readLimited, readLimitedBytes } from './body';
@@ -117,7 +118,25 @@ function parseErrors(text: string): RegistryErrorDetail[] {
   }
 }
 
-/** A registry client for one host; see the module documentation. */
+/**
+ * A registry client for one host; see the module documentation.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_PLATFORM, parseManifest, parseRegistryReference, RegistryClient, selectManifest } from 'graphdriver';
+ *
+ * const ref = parseRegistryReference('busybox'); // host 'registry-1.docker.io', repository 'library/busybox', tag 'latest'
+ * const client = new RegistryClient({ host: ref.host });
+ * const fetched = await client.getManifest(ref.repository, ref.tag ?? 'latest'); // digest verified
+ * let m = parseManifest(fetched.bytes, fetched.mediaType);
+ * if (m.kind === 'index') {
+ *   const d = selectManifest(m, DEFAULT_PLATFORM); // linux/amd64
+ *   if (d === null) throw new Error('no linux/amd64 image');
+ *   m = parseManifest((await client.getManifest(ref.repository, d.digest, { expectSize: d.size })).bytes);
+ * }
+ * if (m.kind === 'image') for await (const chunk of client.blobStream(ref.repository, m.layers[0]!)) process.stdout.write(chunk);
+ * ```
+ */
 export class RegistryClient {
   readonly host: string;
   private readonly auth: Authenticator;
@@ -398,7 +417,8 @@ export class RegistryClient {
    * byte; a registry that answers the whole blob again has the part already seen skipped.
    */
   async *blobStream(repository: string, desc: Descriptor, o: BlobStreamOptions = {}): AsyncGenerator<Buffer> {
-    const hash = createHash('sha256');
+    // On the thread pool (the addon's sha256): the main thread has the HTTP stream and the layer to parse.
+    const hash = await makeHasher();
     const path = `v2/${repository}/blobs/${desc.digest}`;
     let received = 0;
     let failures = 0;
@@ -448,7 +468,8 @@ export class RegistryClient {
           if (received > desc.size) {
             throw new DigestMismatchError(desc.digest, `more than ${desc.size} bytes`, `blob ${desc.digest}`);
           }
-          hash.update(c);
+          const hashing = hash.update(c);
+          if (hashing) await hashing;
           o.onBytes?.(received);
           // One chunk is held back so that the end of the stream can be withheld until the digest is checked.
           if (held !== null) {
@@ -476,7 +497,7 @@ export class RegistryClient {
         clearTimeout(timer);
       }
     }
-    const actual = `sha256:${hash.digest('hex')}`;
+    const actual = `sha256:${await hash.digest()}`;
     if (actual !== desc.digest) throw new DigestMismatchError(desc.digest, actual, `blob ${desc.digest}`);
     if (held !== null) yield held;
   }

@@ -33,7 +33,24 @@ export interface V2Metadata {
 const MAX_RECORDS = 50;
 const NO_SYNC = { sync: false };
 
-/** Docker's distribution metadata store; see the module documentation. */
+/**
+ * Docker's distribution metadata store; see the module documentation.
+ *
+ * @example
+ * ```ts
+ * import * as path from 'node:path';
+ * import { DistributionMetadata, Storage } from 'graphdriver';
+ *
+ * const store = await Storage.open({ root: '/var/lib/graphdriver' });
+ * const dist = new DistributionMetadata(path.join(store.imageStore.dir, 'distribution')); // what pulls and pushes record
+ * const image = await store.getImage('busybox:latest');
+ * const diffId = image.diffIds[0]!;
+ * for (const m of await dist.get(diffId)) {
+ *   console.log(m.Digest, m.SourceRepository); // a compressed blob of the layer, and where it was seen
+ *   console.log((await dist.diffIdOf(m.Digest)) === diffId); // true
+ * }
+ * ```
+ */
 export class DistributionMetadata {
   private readonly mutex = new Mutex();
   readonly byDiffIdDir: string;

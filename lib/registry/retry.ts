@@ -32,7 +32,23 @@ export function retryPolicy(o: RetryOptions = {}): RetryPolicy {
   return { attempts, baseDelayMs, maxDelayMs };
 }
 
-/** No byte arrived for too long: the attempt is dropped (and retried or resumed like a cut connection). */
+/**
+ * No byte arrived for too long: the attempt is dropped (and retried or resumed like a cut connection).
+ *
+ * @example
+ * ```ts
+ * import { IdleTimeoutError, RegistryError, Storage } from 'graphdriver';
+ *
+ * const store = await Storage.open({ root: '/var/lib/graphdriver' });
+ * try {
+ *   // a blob on which nothing arrives for 30 s is resumed; once the attempts are spent the pull fails
+ *   await store.pullImage('busybox:latest', { idleTimeoutMs: 30_000, retry: { attempts: 3 } });
+ * } catch (e) {
+ *   if (!(e instanceof RegistryError && e.cause instanceof IdleTimeoutError)) throw e;
+ *   console.error(e.cause.code, e.cause.message); // 'ERR_REGISTRY_TIMEOUT' blob sha256:...: no data for 30000 ms
+ * }
+ * ```
+ */
 export class IdleTimeoutError extends GraphdriverError {
   constructor(what: string, ms: number) {
     super('ERR_REGISTRY_TIMEOUT', `${what}: no data for ${ms} ms`);

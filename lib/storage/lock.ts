@@ -88,7 +88,22 @@ function ownContent(): string {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** A held store lock; {@link release} removes the file. */
+/**
+ * A held store lock; {@link release} removes the file.
+ *
+ * @example
+ * ```ts
+ * import { StoreLock } from 'graphdriver';
+ *
+ * // the lock Storage.open takes: one Storage per root at a time, across processes
+ * const lock = await StoreLock.acquire('/var/lib/graphdriver/graphdriver.lock', { timeoutMs: 5000 });
+ * try {
+ *   // ... read or copy the store's files while no Storage can open it ...
+ * } finally {
+ *   await lock.release();
+ * }
+ * ```
+ */
 export class StoreLock {
   private released = false;
 

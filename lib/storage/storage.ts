@@ -13,7 +13,6 @@
  * layer, plus a new image config).
  * @module
  */
-import * as fsSync from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -174,7 +173,25 @@ export interface CloseOptions {
   keepMounts?: boolean;
 }
 
-/** The store; see the module documentation. */
+/**
+ * The store; see the module documentation.
+ *
+ * @example
+ * ```ts
+ * import { Storage } from 'graphdriver';
+ *
+ * const store = await Storage.open({ root: '/var/lib/graphdriver' }); // overlay2, btrfs, ..., vfs: the first that works
+ * const image = await store.pullImage('busybox:latest');
+ * const c = await store.createContainer(image.id, { name: 'job' });
+ * const rootfs = await store.mountContainer(c.id);
+ * // ... write into rootfs ...
+ * console.log(await store.containerChanges(c.id)); // [{ path: '/hello.txt', kind: ChangeKind.Add }, ...]
+ * await store.unmountContainer(c.id);
+ * await store.commitContainer(c.id, { reference: 'busybox:job', message: 'ran the job' });
+ * await store.removeContainer(c.id);
+ * await store.close();
+ * ```
+ */
 export class Storage {
   private closed = false;
   /** Mounts taken through {@link mountContainer} by this instance, per container id. */
@@ -249,7 +266,7 @@ export class Storage {
   // ---- layers ----
 
   /** Registers a layer tar (uncompressed, gzip or zstd) on `parent` and takes a handle on it; see {@link LayerStore.register}. */
-  async registerLayer(tar: Readable | AsyncIterable<Uint8Array>, parent: string | null = null, opts: RegisterOptions = {}): Promise<RegisteredLayer> {
+  async registerLayer(tar: Readable | AsyncIterable<Uint8Array> | string, parent: string | null = null, opts: RegisterOptions = {}): Promise<RegisteredLayer> {
     this.check();
     return this.layerStore.register(tar, parent, opts);
   }
@@ -291,8 +308,8 @@ export class Storage {
 
   /**
    * Loads the images of a `docker save` archive (Docker ≤ 24 or 25+ layout) or an OCI image layout archive
-   * (`skopeo copy ... oci-archive:`), given as a file path or a stream, uncompressed or gzip/zstd-compressed, all
-   * or nothing: every digest is verified (configs, layer blobs, diffIDs against the configs), references from
+   * (`skopeo copy ... oci-archive:`), given as a file path or a stream, uncompressed or gzip/zstd-compressed, or a
+   * directory: an extracted archive of those kinds or skopeo's `dir:` transport. All or nothing: every digest is verified (configs, layer blobs, diffIDs against the configs), references from
    * the archive are applied, and on any error the store is left as it was. Resolves to the images in archive
    * order. See {@link loadImageArchive}.
    */
@@ -318,14 +335,14 @@ export class Storage {
   async importImage(src: string | Readable, opts: ImportImageOptions = {}): Promise<Image> {
     this.check();
     if (opts.reference !== undefined) checkNewReference(opts.reference); // invalid references fail before any work
-    let input: Readable;
+    let input: Readable | string;
     if (typeof src === 'string') {
       const st = await fs.stat(src);
       if (st.isDirectory()) {
         const b = this.bindings ? { bindings: this.bindings } : {};
         input = exportChanges(src, await changesDirs(src, null, b), b);
       } else {
-        input = fsSync.createReadStream(src);
+        input = src;
       }
     } else {
       input = src;

@@ -127,6 +127,8 @@ function treeBindings(
       if (t === undefined) throw new Error(`no fabricated tree for fd ${fd} (${dir})`);
       return paths.map((p) => withXattrs(lookup(t, p), opts));
     }),
+    // As an addon build without readFiles: the diff writer then reads files one by one through openBounded.
+    readFiles: jest.fn(async () => Promise.reject(Object.assign(new Error('native function readFiles is not available in this build'), { code: 'ERR_NATIVE_MISSING' }))),
     ...extra,
   });
   return Object.assign(m, { lstatLog });
@@ -705,6 +707,89 @@ describe('exportChanges', () => {
     expect(b.lstatMany).not.toHaveBeenCalled();
     const got = await readBack(s);
     expect(got.map((e) => e.h.name)).toEqual(['.wh.a']);
+  });
+});
+
+describe('exportChanges with batched reads (readFiles)', () => {
+  /** readFiles answering from fixed contents: a string is the file, -1/'ENOENT'-style codes are outcomes. */
+  function readFilesFrom(files: Record<string, string | number | { code: string }>): jest.Mock {
+    return jest.fn(async (_fd: number, paths: string[], sizes: number[], opts?: { align?: number }) => {
+      const align = opts?.align ?? 1;
+      const slots = sizes.map((n) => Math.ceil(n / align) * align);
+      const data = Buffer.alloc(slots.reduce((a, n) => a + n, 0));
+      let off = 0;
+      const read = paths.map((p, i) => {
+        const f = files[p];
+        const at = off;
+        off += slots[i]!;
+        if (typeof f === 'string') return data.write(f.slice(0, sizes[i]!), at, 'latin1');
+        if (typeof f === 'number') return f;
+        return Object.assign(new Error(`${f?.code ?? 'ENOENT'}: ${p}`), { code: f?.code ?? 'ENOENT', syscall: 'openat2', path: p });
+      });
+      return { data, read };
+    });
+  }
+
+  it('reads small files in one call on the root fd, in tar slots, and handles every outcome', async () => {
+    const [dir] = mkdirs('layer');
+    const tree = [
+      root(),
+      ent('/a', 'f', { size: 5 }),
+      ent('/d', 'd'),
+      ent('/d/b', 'f', { size: 600 }),
+      ent('/d/gone', 'f', { size: 3 }),
+      ent('/d/shrank', 'f', { size: 8 }),
+      ent('/d/swapped', 'f', { size: 4 }),
+      ent('/e', 'f', { size: 0 }),
+    ];
+    const readFiles = readFilesFrom({ a: 'hello', 'd/b': 'B'.repeat(600), 'd/gone': { code: 'ENOENT' }, 'd/shrank': 'abc', 'd/swapped': -1 });
+    const b = treeBindings({ [dir!]: tree }, { readFiles });
+    const warnings: DiffWarning[] = [];
+    const got = await readBack(exportChanges(dir!, ['/a', '/d', '/d/b', '/d/gone', '/d/shrank', '/d/swapped', '/e'].map(A), { bindings: b, onWarning: (w) => warnings.push(w) }));
+    expect(got.map((e) => [e.h.name, e.data.toString('latin1')])).toEqual([
+      ['a', 'hello'],
+      ['d/', ''],
+      ['d/b', 'B'.repeat(600)],
+      ['d/gone', '\0\0\0'],
+      ['d/shrank', 'abc\0\0\0\0\0'],
+      ['d/swapped', '\0\0\0\0'],
+      ['e', ''],
+    ]);
+    // One call for the five non-empty files, on an fd of the root, 512-byte slots; no per-file opens.
+    expect(readFiles).toHaveBeenCalledTimes(1);
+    const [fd, paths, sizes, opts] = readFiles.mock.calls[0]!;
+    expect(paths).toEqual(['a', 'd/b', 'd/gone', 'd/shrank', 'd/swapped']);
+    expect(sizes).toEqual([5, 600, 3, 8, 4]);
+    expect(opts).toEqual({ align: 512 });
+    expect(typeof fd).toBe('number');
+    expect(b.openBounded).not.toHaveBeenCalled();
+    expect(warnings.map((w) => [w.path, w.message.split(' ')[0]])).toEqual([
+      ['/d/gone', 'file'],
+      ['/d/shrank', 'file'],
+      ['/d/swapped', 'no'],
+    ]);
+  });
+
+  it('batches by count, reads the next batch ahead, and streams large files between them', async () => {
+    const [dir] = mkdirs('layer');
+    const big = 1536 << 10; // above the small-file limit: streamed through openBounded
+    fs.writeFileSync(path.join(dir!, 'f0599z'), Buffer.alloc(big, 0x6d)); // sorts between f0599 and f0600
+    const names = Array.from({ length: 1100 }, (_, i) => `f${String(i).padStart(4, '0')}`);
+    const tree = [root(), ...names.slice(0, 600).map((n) => ent(`/${n}`, 'f', { size: 2 })), ent('/f0599z', 'f', { size: big }), ...names.slice(600).map((n) => ent(`/${n}`, 'f', { size: 2 }))];
+    const readFiles = readFilesFrom(Object.fromEntries(names.map((n) => [n, n.slice(-2)])));
+    const b = treeBindings({ [dir!]: tree }, { readFiles, openBounded: jest.fn(async (r: string, p: string) => fs.openSync(path.join(r, p), 'r')) });
+    const got = await readBack(exportChanges(dir!, [...names, 'f0599z'].map((n) => A(`/${n}`)), { bindings: b }));
+    expect(got.map((e) => e.h.name)).toEqual([...names.slice(0, 600), 'f0599z', ...names.slice(600)]);
+    for (const e of got) expect(e.data.toString('latin1')).toBe(e.h.name === 'f0599z' ? 'm'.repeat(big) : e.h.name.slice(-2));
+    // 1024 changes per lstatMany batch, at most 512 files per readFiles, never across the large file.
+    expect(readFiles.mock.calls.map((c) => (c[1] as string[]).length)).toEqual([512, 88, 423, 77]);
+    expect(b.openBounded.mock.calls.map((c) => c[1])).toEqual(['f0599z']);
+  });
+
+  it('fails the stream on a read error other than a vanished path', async () => {
+    const [dir] = mkdirs('layer');
+    const b = treeBindings({ [dir!]: [root(), ent('/f', 'f', { size: 1 })] }, { readFiles: readFilesFrom({ f: { code: 'EIO' } }) });
+    await expect(readBack(exportChanges(dir!, [A('/f')], { bindings: b }))).rejects.toMatchObject({ code: 'EIO', path: 'f' });
   });
 });
 

@@ -196,12 +196,43 @@ describe('BtrfsDriver (mocked bindings)', () => {
         spy.mockRestore();
       }
       expect(b.btrfsIsSubvolume).not.toHaveBeenCalledWith(path.join(top, 'plain'));
+      // The layer is tried first; the kernel refuses it (ENOTEMPTY) while it holds subvolumes, and only then is
+      // the tree walked for them.
       const order = b.btrfsSubvolumeDelete.mock.calls.map((c) => c[0]);
-      expect(order).toHaveLength(4);
-      expect(order.indexOf(inner)).toBeLessThan(order.indexOf(outer));
-      expect(order[3]).toBe(top);
-      expect(order).toContain(side);
+      expect(order).toHaveLength(5);
+      expect(order[0]).toBe(top);
+      const after = order.slice(1);
+      expect(after.indexOf(inner)).toBeLessThan(after.indexOf(outer));
+      expect(after[3]).toBe(top);
+      expect(after).toContain(side);
       expect(fs.existsSync(top)).toBe(false);
+    });
+
+    it('deletes a layer without nested subvolumes with one ioctl and no walk of its tree', async () => {
+      const d = await open();
+      await d.create('base', null);
+      fs.mkdirSync(path.join(d.subvolume('base'), 'usr', 'lib'), { recursive: true });
+      const fspModule = jest.requireActual<typeof fsp>('node:fs/promises');
+      const spy = jest.spyOn(fspModule, 'readdir');
+      try {
+        await d.remove('base');
+        expect(spy).not.toHaveBeenCalledWith(expect.stringContaining(d.subvolume('base')), expect.anything());
+      } finally {
+        spy.mockRestore();
+      }
+      expect(b.btrfsSubvolumeDelete.mock.calls).toEqual([[d.subvolume('base')]]);
+      expect(fs.existsSync(d.subvolume('base'))).toBe(false);
+    });
+
+    it('passes on an error of the delete other than ENOTEMPTY and keeps the layer', async () => {
+      const d = await open();
+      await d.create('base', null);
+      b.btrfsSubvolumeDelete.mockRejectedValueOnce(Object.assign(new Error('busy'), { code: 'EBUSY' }));
+      await expect(d.remove('base')).rejects.toMatchObject({ code: 'EBUSY' });
+      expect(await d.exists('base')).toBe(true);
+      expect(b.btrfsSubvolumeDelete).toHaveBeenCalledTimes(1);
+      await d.remove('base');
+      expect(await d.exists('base')).toBe(false);
     });
 
     it('nestedSubvolumes lists deeper subvolumes first and skips plain directories and symlinks', async () => {

@@ -242,11 +242,49 @@ describe('NaiveDiffDriver', () => {
       expect(proto.puts.get('layer')).toBe(1);
     });
 
-    it('waits for the next second boundary before ending when asked to (Docker)', async () => {
+    it('waits for the next second boundary before ending when a diffed path changed in that second (Docker)', async () => {
       const waiting = new NaiveDiffDriver(proto, { bindings: b });
       const start = Date.now();
+      const now = Math.floor(start / 1000);
+      b.lstatMany.mockImplementation(async (_fd: number, paths: string[]) => paths.map((p) => entry(`/${p}`, S_IFDIR | 0o755, { mtimeSec: now })));
       await drain(await waiting.diff('layer', 'parent'));
       expect(Math.floor(Date.now() / 1000)).toBeGreaterThan(Math.floor(start / 1000));
+      // looked at before the layer was put
+      expect(b.lstatMany).toHaveBeenCalledWith(expect.any(Number), ['a']);
+      expect(proto.balanced()).toBe(true);
+    });
+
+    it('waits as well when the changed paths cannot be looked at, or one changed only its ctime', async () => {
+      const waiting = new NaiveDiffDriver(proto, { bindings: b });
+      for (const answer of [
+        async () => Promise.reject(Object.assign(new Error('EIO'), { code: 'EIO' })),
+        async () => [null],
+        async (_fd: number, paths: string[]) => paths.map((p) => entry(`/${p}`, S_IFDIR | 0o755, { mtimeSec: 1, ctimeSec: Math.floor(Date.now() / 1000) })),
+      ]) {
+        // The first lstatMany is the exporter's (the changed entries written into the tar), the second the check.
+        b.lstatMany.mockReset();
+        b.lstatMany.mockImplementationOnce(async (_fd: number, paths: string[]) => paths.map((p) => entry(`/${p}`, S_IFDIR | 0o755)));
+        b.lstatMany.mockImplementationOnce(answer as never);
+        const start = Date.now();
+        await drain(await waiting.diff('layer', 'parent'));
+        expect(Math.floor(Date.now() / 1000)).toBeGreaterThan(Math.floor(start / 1000));
+        expect(b.lstatMany).toHaveBeenCalledTimes(2);
+      }
+      expect(proto.balanced()).toBe(true);
+    });
+
+    it('ends without waiting when every diffed path is older than the second the diff started in', async () => {
+      const waiting = new NaiveDiffDriver(proto, { bindings: b });
+      // The clock stands still: a wait for the next second would never end (and the test would time out).
+      const frozen = Date.now();
+      const clock = jest.spyOn(Date, 'now').mockReturnValue(frozen);
+      try {
+        b.lstatMany.mockImplementation(async (_fd: number, paths: string[]) => paths.map((p) => entry(`/${p}`, S_IFDIR | 0o755, { mtimeSec: Math.floor(frozen / 1000) - 1 })));
+        await drain(await waiting.diff('layer', 'parent'));
+      } finally {
+        clock.mockRestore();
+      }
+      expect(b.lstatMany).toHaveBeenCalledWith(expect.any(Number), ['a']);
       expect(proto.balanced()).toBe(true);
     });
   });

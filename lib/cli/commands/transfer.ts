@@ -150,7 +150,7 @@ export function registerTransferCommands(program: Command, ctx: CliContext, stat
 
   program
     .command('load')
-    .description('load images from a `docker save` or OCI archive (stdin, or -i file; plain, gzip or zstd)')
+    .description('load images from a `docker save` or OCI archive (stdin, or -i file; plain, gzip or zstd) or a skopeo dir: directory (-i dir)')
     .option('-i, --input <file>', 'read from a file instead of stdin')
     .option('-q, --quiet', 'no progress')
     .action(

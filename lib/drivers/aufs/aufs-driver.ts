@@ -21,9 +21,11 @@ import { GraphdriverError } from '../../errors';
 import { loadBindings } from '../../native/bindings';
 import { FileType, FsMagic, UmountFlags } from '../../native/constants';
 import type { NativeBindings } from '../../native/types';
+import { DelegatingDriver } from '../delegating-driver';
 import type { CreateOpts, Driver, DriverDeps, MountOpts, ProtoDriver } from '../driver';
-import { IncompatibleFsError, InvalidOptionError, LayerExistsError, LayerInUseError, LayerNotFoundError, NotSupportedError } from '../errors';
+import { IncompatibleFsError, InvalidOptionError, LayerExistsError, LayerNotFoundError, NotSupportedError } from '../errors';
 import { errCode, isDirectory, isMissing, pathExists } from '../fs-util';
+import { HoldCounter, refuseMounted, refuseParent } from '../in-use';
 import { KeyedLock } from '../keyed-lock';
 import { NaiveDiffDriver } from '../naive-diff-driver';
 import { backingFsName } from '../overlay2/checks';
@@ -109,6 +111,19 @@ async function ensureDir(dir: string, mode: number): Promise<boolean> {
 /**
  * The ProtoDriver half of aufs: layout, union mounts, reference counts and the parent/child index.
  * {@link AufsDriver} adds the diff methods.
+ *
+ * @example
+ * ```ts
+ * import { AufsProtoDriver } from 'graphdriver';
+ *
+ * const proto = await AufsProtoDriver.open('/var/lib/graphdriver/aufs', [], {});
+ * await proto.create('base', null);
+ * await proto.createReadWrite('c1', 'base');
+ * console.log(await proto.ancestors('c1')); // ['base']
+ * console.log(proto.diffDir('c1'), proto.mountDir('c1')); // '<home>/diff/c1' '<home>/mnt/c1'
+ * const rootfs = await proto.get('c1'); // reference counted: the last put unmounts
+ * await proto.put('c1');
+ * ```
  */
 export class AufsProtoDriver implements ProtoDriver {
   readonly name = 'aufs';
@@ -122,7 +137,7 @@ export class AufsProtoDriver implements ProtoDriver {
   private readonly graph: ParentIndex;
   private readonly refs = new RefCounter();
   /** Native diff work reading or writing a layer's diff directory without a mount: remove refuses the layer. */
-  private readonly holds = new Map<string, number>();
+  private readonly holds = new HoldCounter();
   /** Parsed `layers/` files: written once at create and never changed. */
   private readonly ancestorCache = new Map<string, string[]>();
   private closed = false;
@@ -385,20 +400,14 @@ export class AufsProtoDriver implements ProtoDriver {
     this.checkOpen();
     await this.locks.run(id, async () => {
       this.checkOpen();
-      const n = this.refs.count(id);
-      if (n > 0) throw new LayerInUseError(id, `it is mounted (${n} get${n === 1 ? '' : 's'} without put)`);
-      const h = this.holds.get(id) ?? 0;
-      if (h > 0) throw new LayerInUseError(id, `${h} diff operation${h === 1 ? ' is' : 's are'} using it`);
+      refuseMounted(id, this.refs.count(id));
+      this.holds.refuse(id, 'using');
       if (!(await pathExists(this.layersFile(id)))) throw new LayerNotFoundError(id);
       const mnt = this.mountDir(id);
       if (await this.isMounted(mnt)) await this.unmount(mnt);
       const doomed: string[] = [];
       await this.graphLock.run('', async () => {
-        const kids = this.graph.children(id);
-        if (kids.length > 0) {
-          const shown = kids.slice(0, 3).map((k) => JSON.stringify(k)).join(', ');
-          throw new LayerInUseError(id, `it is the parent of ${kids.length} layer${kids.length === 1 ? '' : 's'} (${shown}${kids.length > 3 ? ', ...' : ''})`);
-        }
+        refuseParent(id, this.graph.children(id));
         for (const dir of [this.diffDir(id), mnt]) {
           const target = `${dir}${REMOVING_SUFFIX}`;
           if (await this.renameAside(dir, target)) doomed.push(target);
@@ -548,15 +557,7 @@ export class AufsProtoDriver implements ProtoDriver {
     return this.locks.run(id, async () => {
       await this.ancestors(id);
       await this.checkDiffDirs(id, [id]);
-      this.holds.set(id, (this.holds.get(id) ?? 0) + 1);
-      let released = false;
-      return () => {
-        if (released) return;
-        released = true;
-        const n = (this.holds.get(id) ?? 1) - 1;
-        if (n <= 0) this.holds.delete(id);
-        else this.holds.set(id, n);
-      };
+      return this.holds.take(id);
     });
   }
 
@@ -649,15 +650,32 @@ export class AufsProtoDriver implements ProtoDriver {
  * directory against the ancestors' (`.wh.X` → Delete, present below → Modify, else Add), diffs applied into the
  * diff directory with whiteouts kept, and sizes from the diff directory. As in Docker's aufs, a diff against
  * another layer than the parent compares the mounted trees instead.
+ *
+ * @example
+ * ```ts
+ * import * as fs from 'node:fs';
+ * import { AufsDriver } from 'graphdriver';
+ *
+ * const driver = await AufsDriver.init('/var/lib/graphdriver/aufs'); // NotSupportedError without aufs
+ * console.log(driver.features); // backing filesystem, dirperm1, auplink
+ * await driver.create('base', null);
+ * await driver.applyDiff('base', null, fs.createReadStream('base.tar')); // into diff/base, whiteouts kept
+ * await driver.createReadWrite('c1', 'base');
+ * const rootfs = await driver.get('c1'); // the union mounted at driver.mountDir('c1')
+ * fs.writeFileSync(`${rootfs}/hello.txt`, 'hi\n');
+ * await driver.put('c1');
+ * const tar = await driver.diff('c1', 'base'); // straight from driver.diffDir('c1')
+ * ```
  */
-export class AufsDriver implements Driver {
+export class AufsDriver extends DelegatingDriver<AufsProtoDriver> implements Driver {
   /** Docker's aufs naiveDiff: only for diffs against another layer than the parent. */
   private readonly fallback: NaiveDiffDriver;
 
   private constructor(
-    private readonly proto: AufsProtoDriver,
+    proto: AufsProtoDriver,
     private readonly b: NativeBindings,
   ) {
+    super(proto);
     this.fallback = new NaiveDiffDriver(proto, { bindings: b });
   }
 
@@ -670,10 +688,6 @@ export class AufsDriver implements Driver {
     const b = deps.bindings ?? loadBindings();
     const proto = await AufsProtoDriver.open(home, options, { ...deps, bindings: b });
     return new AufsDriver(proto, b);
-  }
-
-  get name(): string {
-    return this.proto.name;
   }
 
   /** The driver home. */
@@ -702,42 +716,6 @@ export class AufsDriver implements Driver {
   ancestors(id: string): Promise<string[]> {
     checkLayerId(id);
     return this.proto.ancestors(id);
-  }
-
-  create(id: string, parent?: string | null, opts?: CreateOpts): Promise<void> {
-    return this.proto.create(id, parent, opts);
-  }
-
-  createReadWrite(id: string, parent?: string | null, opts?: CreateOpts): Promise<void> {
-    return this.proto.createReadWrite(id, parent, opts);
-  }
-
-  remove(id: string): Promise<void> {
-    return this.proto.remove(id);
-  }
-
-  get(id: string, opts?: MountOpts): Promise<string> {
-    return this.proto.get(id, opts);
-  }
-
-  put(id: string): Promise<void> {
-    return this.proto.put(id);
-  }
-
-  exists(id: string): Promise<boolean> {
-    return this.proto.exists(id);
-  }
-
-  status(): Promise<Array<[string, string]>> {
-    return this.proto.status();
-  }
-
-  getMetadata(id: string): Promise<Record<string, string> | null> {
-    return this.proto.getMetadata(id);
-  }
-
-  cleanup(): Promise<void> {
-    return this.proto.cleanup();
   }
 
   private async native(id: string, parent: string | null | undefined): Promise<boolean> {
@@ -781,7 +759,7 @@ export class AufsDriver implements Driver {
   async applyDiff(id: string, parent: string | null | undefined, diff: Readable): Promise<number> {
     if (!(await this.native(id, parent))) return this.fallback.applyDiff(id, parent, diff);
     return this.holding(id, async () => {
-      await applyLayer(this.proto.diffDir(id), diff, { format: 'aufs', bindings: this.b });
+      await applyLayer(this.proto.diffDir(id), diff, { format: 'aufs', bindings: this.b, hash: false });
       return this.proto.diffDirSize(id);
     });
   }

@@ -8,19 +8,16 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 
-import { GraphdriverError } from '../../errors';
 import { loadBindings } from '../../native/bindings';
 import { FsMagic } from '../../native/constants';
 import type { NativeBindings } from '../../native/types';
-import type { CreateOpts, DriverDeps, MountOpts, ProtoDriver } from '../driver';
-import { InvalidOptionError, LayerExistsError, LayerInUseError, LayerNotFoundError, PrerequisitesError } from '../errors';
-import { KeyedLock } from '../keyed-lock';
-import { checkLayerId, checkParentId } from '../layer-id';
-import { NaiveDiffDriver } from '../naive-diff-driver';
-import { RefCounter } from '../ref-counter';
-import { parseSize, parseStorageOpts } from '../storage-opts';
-import { ParentIndex } from '../vfs/parents';
+import type { CreateOpts, DriverDeps } from '../driver';
+import { InvalidOptionError, LayerExistsError, LayerNotFoundError, PrerequisitesError } from '../errors';
 import { errCode, isDirectory, pathExists } from '../fs-util';
+import { refuseMounted, refuseParent } from '../in-use';
+import { LayerDirDriver, LayerDirProtoDriver } from '../layer-dir-driver';
+import { checkLayerId, checkParentId } from '../layer-id';
+import { parseSize, parseStorageOpts } from '../storage-opts';
 import { removeTree } from '../vfs/remove-tree';
 
 /** Init options (`--storage-opt`): Docker's btrfs knows only `btrfs.min_space`. */
@@ -30,10 +27,6 @@ const KNOWN_LAYER_OPTIONS = ['size'] as const;
 
 /** Inode number of the root directory of every btrfs subvolume (BTRFS_FIRST_FREE_OBJECTID). */
 const SUBVOLUME_ROOT_INO = 256;
-
-
-
-const notMounted = (): Promise<boolean> => Promise.resolve(false);
 
 /**
  * Subvolumes nested below `root` (not `root` itself), deepest first, so that deleting them in this order never
@@ -66,28 +59,33 @@ export async function nestedSubvolumes(root: string, isSubvolume: (dir: string, 
 /**
  * The ProtoDriver half of btrfs: subvolumes, reference counts and the parent records. The public
  * {@link BtrfsDriver} wraps it with the naive diff methods.
+ *
+ * @example
+ * ```ts
+ * import { BtrfsProtoDriver, loadBindings } from 'graphdriver';
+ *
+ * const proto = await BtrfsProtoDriver.open('/var/lib/graphdriver/btrfs', [], loadBindings());
+ * await proto.create('base', null); // a new subvolume
+ * await proto.createReadWrite('c1', 'base'); // a snapshot of base
+ * console.log(proto.subvolume('c1'), proto.parentOf('c1')); // '/var/lib/graphdriver/btrfs/subvolumes/c1' 'base'
+ * console.log(await proto.status()); // Docker's status pairs
+ * await proto.remove('c1');
+ * ```
  */
-export class BtrfsProtoDriver implements ProtoDriver {
+export class BtrfsProtoDriver extends LayerDirProtoDriver {
   readonly name = 'btrfs';
   /** `<home>/subvolumes`: one subvolume per layer. */
   readonly subvolumesDir: string;
-  private readonly locks = new KeyedLock();
-  /** Serialises the short parent/child bookkeeping steps (never held during a snapshot or a delete). */
-  private readonly graph = new KeyedLock();
-  private readonly refs = new RefCounter();
-  private readonly parents: ParentIndex;
-  private closed = false;
-  private dirsReady: Promise<void> | null = null;
   private quotaEnabled: Promise<void> | null = null;
 
   private constructor(
-    readonly home: string,
+    home: string,
     private readonly b: NativeBindings,
     /** `btrfs.min_space`: smallest `size` a layer may be given (0 = any). */
     readonly minSpace: number,
   ) {
+    super(home, path.join(home, 'subvolumes'));
     this.subvolumesDir = path.join(home, 'subvolumes');
-    this.parents = new ParentIndex(path.join(home, 'parents'));
   }
 
   /**
@@ -119,30 +117,7 @@ export class BtrfsProtoDriver implements ProtoDriver {
 
   /** The subvolume of layer `id` (whether or not it exists). */
   subvolume(id: string): string {
-    checkLayerId(id);
-    return path.join(this.subvolumesDir, id);
-  }
-
-  /** The recorded parent of layer `id` (null for base layers). */
-  parentOf(id: string): string | null {
-    checkLayerId(id);
-    return this.parents.parent(id);
-  }
-
-  private checkOpen(): void {
-    if (this.closed) throw new GraphdriverError('ERR_DRIVER_CLOSED', `btrfs driver at ${this.home} has been cleaned up`);
-  }
-
-  /** `subvolumes/` is created with the first layer, so that a home without layers holds no state (see newDriver). */
-  private ensureDirs(): Promise<void> {
-    this.dirsReady ??= fs.mkdir(this.subvolumesDir, { recursive: true, mode: 0o700 }).then(
-      () => undefined,
-      (e: unknown) => {
-        this.dirsReady = null;
-        throw e;
-      },
-    );
-    return this.dirsReady;
+    return this.layerDir(id);
   }
 
   /** Validates per-layer storage options before anything is touched; resolves to the size limit (0 = none). */
@@ -174,35 +149,19 @@ export class BtrfsProtoDriver implements ProtoDriver {
     return this.quotaEnabled;
   }
 
-  create(id: string, parent?: string | null, opts?: CreateOpts): Promise<void> {
-    return this.createLayer(id, parent, opts);
-  }
-
-  /** btrfs layers are all writable subvolumes: the same as {@link create}. */
-  createReadWrite(id: string, parent?: string | null, opts?: CreateOpts): Promise<void> {
-    return this.createLayer(id, parent, opts);
-  }
-
   /**
    * Snapshots the parent's subvolume (or creates an empty subvolume with a 0755 root owned by root), then applies
    * the size limit. A failure after the subvolume exists deletes it again.
    */
-  private async createLayer(id: string, parentArg: string | null | undefined, opts: CreateOpts | undefined): Promise<void> {
+  protected async createLayer(id: string, parentArg: string | null | undefined, opts: CreateOpts | undefined): Promise<void> {
     checkLayerId(id);
     const parent = checkParentId(parentArg);
     const size = this.layerSize(opts?.storageOpt);
-    this.checkOpen();
-    await this.locks.run(id, async () => {
-      this.checkOpen();
+    await this.withLayerLock(id, async () => {
       const dest = this.subvolume(id);
       if (await pathExists(dest)) throw new LayerExistsError(id);
-      if (parent !== null) {
-        // Registered before the snapshot: from here on the parent cannot be removed under us.
-        await this.graph.run('', async () => {
-          if (!(await isDirectory(this.subvolume(parent)))) throw new LayerNotFoundError(parent);
-          this.parents.add(id, parent);
-        });
-      }
+      // Registered before the snapshot: from here on the parent cannot be removed under us.
+      if (parent !== null) await this.claimParent(id, parent);
       let made = false;
       try {
         await this.ensureDirs();
@@ -224,38 +183,42 @@ export class BtrfsProtoDriver implements ProtoDriver {
         }
       } catch (e) {
         if (made) await this.deleteSubvolume(dest).catch(() => undefined);
-        if (parent !== null) {
-          await this.graph.run('', async () => this.parents.drop(id));
-          await this.parents.unpersist(id).catch(() => undefined);
-        }
+        if (parent !== null) await this.forgetParent(id);
         throw e;
       }
     });
   }
 
-  /** Deletes the subvolume at `dir` with every subvolume nested in it (deepest first); a plain directory is removed as a tree. */
+  /**
+   * Deletes the subvolume at `dir` with every subvolume nested in it (deepest first); a plain directory is removed
+   * as a tree. Walking a layer for nested subvolumes costs a readdir and lstat of every directory in it, which
+   * dominated removing a container, while nested subvolumes are rare (something inside the container made them).
+   * So a subvolume is deleted right away, and the tree is walked only when the kernel refuses because it still
+   * holds others (ENOTEMPTY: a refused delete changes nothing).
+   */
   private async deleteSubvolume(dir: string): Promise<void> {
+    const isSubvolume = await this.b.btrfsIsSubvolume(dir);
+    if (isSubvolume) {
+      try {
+        await this.b.btrfsSubvolumeDelete(dir);
+        return;
+      } catch (e) {
+        if (errCode(e) !== 'ENOTEMPTY') throw e;
+      }
+    }
     const nested = await nestedSubvolumes(dir, (p, ino) => (ino === SUBVOLUME_ROOT_INO ? this.b.btrfsIsSubvolume(p) : Promise.resolve(false)));
     for (const sub of nested) await this.b.btrfsSubvolumeDelete(sub);
-    if (await this.b.btrfsIsSubvolume(dir)) await this.b.btrfsSubvolumeDelete(dir);
+    if (isSubvolume) await this.b.btrfsSubvolumeDelete(dir);
     else await removeTree(dir);
   }
 
   /** Removes the layer: refused while it is got or while layers created from it exist. */
   async remove(id: string): Promise<void> {
-    checkLayerId(id);
-    this.checkOpen();
-    await this.locks.run(id, async () => {
-      this.checkOpen();
-      const n = this.refs.count(id);
-      if (n > 0) throw new LayerInUseError(id, `it is mounted (${n} get${n === 1 ? '' : 's'} without put)`);
+    await this.withLayerLock(id, async () => {
+      refuseMounted(id, this.refs.count(id));
       const dir = this.subvolume(id);
       await this.graph.run('', async () => {
-        const kids = this.parents.children(id);
-        if (kids.length > 0) {
-          const shown = kids.slice(0, 3).map((k) => JSON.stringify(k)).join(', ');
-          throw new LayerInUseError(id, `it is the parent of ${kids.length} layer${kids.length === 1 ? '' : 's'} (${shown}${kids.length > 3 ? ', ...' : ''})`);
-        }
+        refuseParent(id, this.parents.children(id));
         if (!(await pathExists(dir))) throw new LayerNotFoundError(id);
       });
       await this.deleteSubvolume(dir);
@@ -263,33 +226,6 @@ export class BtrfsProtoDriver implements ProtoDriver {
       this.refs.reset(id);
       await this.parents.unpersist(id);
     });
-  }
-
-  /** Returns the subvolume directory (nothing to mount); reference counted so that remove can refuse a layer in use. */
-  async get(id: string, _opts?: MountOpts): Promise<string> {
-    checkLayerId(id);
-    this.checkOpen();
-    return this.locks.run(id, async () => {
-      this.checkOpen();
-      const dir = this.subvolume(id);
-      if (!(await isDirectory(dir))) throw new LayerNotFoundError(id);
-      await this.refs.increment(id, notMounted);
-      return dir;
-    });
-  }
-
-  /** Releases one {@link get}; NotMountedError without one. */
-  async put(id: string): Promise<void> {
-    checkLayerId(id);
-    this.checkOpen();
-    await this.locks.run(id, async () => {
-      await this.refs.decrement(id, notMounted);
-    });
-  }
-
-  async exists(id: string): Promise<boolean> {
-    checkLayerId(id);
-    return isDirectory(this.subvolume(id));
   }
 
   /**
@@ -301,33 +237,29 @@ export class BtrfsProtoDriver implements ProtoDriver {
   async status(): Promise<Array<[string, string]>> {
     return [['Build Version', 'kernel ioctls (no btrfs-progs)']];
   }
-
-  /** btrfs layers have no metadata (null); unknown ids are LayerNotFoundError. */
-  async getMetadata(id: string): Promise<Record<string, string> | null> {
-    checkLayerId(id);
-    if (!(await isDirectory(this.subvolume(id)))) throw new LayerNotFoundError(id);
-    return null;
-  }
-
-  /** Nothing is mounted; forgets the reference counts and refuses further use. */
-  async cleanup(): Promise<void> {
-    this.closed = true;
-    for (const id of this.refs.active()) this.refs.reset(id);
-  }
 }
 
 /**
  * The btrfs graph driver: {@link BtrfsProtoDriver} plus Docker's naive diff methods (layers compared as whole
  * trees, diffs applied with whiteouts turned into deletions).
+ *
+ * @example
+ * ```ts
+ * import * as fs from 'node:fs';
+ * import { BtrfsDriver } from 'graphdriver';
+ *
+ * // the home must be on btrfs (PrerequisitesError otherwise)
+ * const driver = await BtrfsDriver.init('/var/lib/graphdriver/btrfs');
+ * await driver.create('base', null);
+ * await driver.applyDiff('base', null, fs.createReadStream('base.tar'));
+ * await driver.createReadWrite('c1', 'base'); // a snapshot of base's subvolume
+ * const rootfs = await driver.get('c1'); // driver.subvolume('c1')
+ * fs.writeFileSync(`${rootfs}/hello.txt`, 'hi\n');
+ * await driver.put('c1');
+ * const tar = await driver.diff('c1', 'base'); // a tar holding /hello.txt
+ * ```
  */
-export class BtrfsDriver extends NaiveDiffDriver {
-  private constructor(
-    private readonly btrfs: BtrfsProtoDriver,
-    bindings: NativeBindings,
-  ) {
-    super(btrfs, { bindings, format: 'naive' });
-  }
-
+export class BtrfsDriver extends LayerDirDriver<BtrfsProtoDriver> {
   /**
    * Opens the driver at `home` (`<root>/btrfs`), which must be on btrfs (PrerequisitesError otherwise).
    * `options` are `--storage-opt` strings: only `btrfs.min_space` is known; any other key is an
@@ -335,22 +267,11 @@ export class BtrfsDriver extends NaiveDiffDriver {
    */
   static async init(home: string, options: string[] = [], deps: DriverDeps = {}): Promise<BtrfsDriver> {
     const bindings = deps.bindings ?? loadBindings();
-    const proto = await BtrfsProtoDriver.open(home, options, bindings);
-    return new BtrfsDriver(proto, bindings);
-  }
-
-  /** The driver home. */
-  get home(): string {
-    return this.btrfs.home;
+    return new BtrfsDriver(await BtrfsProtoDriver.open(home, options, bindings), bindings);
   }
 
   /** The subvolume of layer `id` (whether or not it exists). */
   subvolume(id: string): string {
-    return this.btrfs.subvolume(id);
-  }
-
-  /** The parent layer `id` was created from, as recorded at create (null for base layers). */
-  parentOf(id: string): string | null {
-    return this.btrfs.parentOf(id);
+    return this.proto.subvolume(id);
   }
 }

@@ -47,7 +47,22 @@ export interface DeviceSetEnv {
   maxDeviceId: number;
 }
 
-/** The pool has too little free data or metadata space for another snapshot (dm.min_free_space), or is full. */
+/**
+ * The pool has too little free data or metadata space for another snapshot (dm.min_free_space), or is full.
+ *
+ * @example
+ * ```ts
+ * import { DevMapperDriver, PoolSpaceError } from 'graphdriver';
+ *
+ * const driver = await DevMapperDriver.init('/var/lib/graphdriver/devicemapper', ['dm.min_free_space=10%']);
+ * try {
+ *   await driver.createReadWrite('c1', 'base');
+ * } catch (e) {
+ *   if (!(e instanceof PoolSpaceError)) throw e; // e.code === 'ENOSPC', e.errno === -28
+ *   console.error(`the pool is short of ${e.space} space: remove layers or grow it`);
+ * }
+ * ```
+ */
 export class PoolSpaceError extends GraphdriverError {
   readonly errno = -28;
 
@@ -59,7 +74,22 @@ export class PoolSpaceError extends GraphdriverError {
   }
 }
 
-/** A device stays busy after every removal attempt. */
+/**
+ * A device stays busy after every removal attempt.
+ *
+ * @example
+ * ```ts
+ * import { DevMapperDriver, DeviceBusyError } from 'graphdriver';
+ *
+ * const driver = await DevMapperDriver.init('/var/lib/graphdriver/devicemapper');
+ * try {
+ *   await driver.remove('c1');
+ * } catch (e) {
+ *   if (!(e instanceof DeviceBusyError)) throw e; // e.code === 'ERR_DEVICE_BUSY'
+ *   console.error(`${e.device} is still open elsewhere (a mount in another namespace?)`);
+ * }
+ * ```
+ */
 export class DeviceBusyError extends GraphdriverError {
   constructor(
     readonly device: string,

@@ -56,6 +56,18 @@ const DEFERRED_REMOVE_VERSION: readonly [number, number] = [4, 27];
 /**
  * The ProtoDriver half of devicemapper: layer ids, reference-counted mounts and the parent records, on top of the
  * `DeviceSet` (lib/drivers/devmapper/device-set.ts). {@link DevMapperDriver} adds the naive diff methods.
+ *
+ * @example
+ * ```ts
+ * import { DevMapperProtoDriver, NaiveDiffDriver } from 'graphdriver';
+ *
+ * const proto = await DevMapperProtoDriver.open('/var/lib/graphdriver/devicemapper', ['dm.loopdatasize=20G'], {});
+ * await proto.create('base', null); // a thin snapshot of the base device
+ * await proto.createReadWrite('c1', 'base');
+ * console.log(proto.mountPoint('c1'), proto.parentOf('c1')); // '/var/lib/graphdriver/devicemapper/mnt/c1' 'base'
+ * const driver = new NaiveDiffDriver(proto); // what DevMapperDriver.init builds
+ * console.log(await driver.changes('c1', 'base'));
+ * ```
  */
 export class DevMapperProtoDriver implements ProtoDriver {
   readonly name = 'devicemapper';
@@ -368,6 +380,22 @@ async function ensureDir(dir: string): Promise<void> {
 /**
  * The devicemapper graph driver: {@link DevMapperProtoDriver} plus Docker's naive diff methods (layers compared as
  * whole trees, diffs applied with whiteouts turned into deletions).
+ *
+ * @example
+ * ```ts
+ * import * as fs from 'node:fs';
+ * import { DevMapperDriver } from 'graphdriver';
+ *
+ * // a thin pool on sparse loop files in the home (or an existing one: dm.thinpooldev=<name>)
+ * const driver = await DevMapperDriver.init('/var/lib/graphdriver/devicemapper', ['dm.basesize=20G', 'dm.fs=xfs']);
+ * await driver.create('base', null);
+ * await driver.applyDiff('base', null, fs.createReadStream('base.tar'));
+ * await driver.createReadWrite('c1', 'base'); // a thin snapshot of base's device
+ * const rootfs = await driver.get('c1'); // <home>/mnt/c1/rootfs on the mounted device
+ * console.log(await driver.getMetadata('c1')); // { DeviceId, DeviceSize, DeviceName }
+ * await driver.put('c1');
+ * await driver.cleanup(); // unmounts, removes the devices and the pool, detaches the loop devices
+ * ```
  */
 export class DevMapperDriver extends NaiveDiffDriver {
   private constructor(

@@ -54,7 +54,21 @@ const BASE_FILE = 'base';
 /** Layer ids that would collide with the fixed file names are stored as `@<id>` (never a valid id itself). */
 const RESERVED = new Set([BASE_FILE, DEVICE_SET_FILE, TRANSACTION_FILE]);
 
-/** A metadata file is missing, unreadable or not what this driver writes. */
+/**
+ * A metadata file is missing, unreadable or not what this driver writes.
+ *
+ * @example
+ * ```ts
+ * import { DevMapperDriver, MetadataError } from 'graphdriver';
+ *
+ * try {
+ *   await DevMapperDriver.init('/var/lib/graphdriver/devicemapper');
+ * } catch (e) {
+ *   if (!(e instanceof MetadataError)) throw e; // e.code === 'ERR_DEVMAPPER_METADATA'
+ *   console.error(`repair or restore ${e.file}; nothing was changed`);
+ * }
+ * ```
+ */
 export class MetadataError extends GraphdriverError {
   constructor(
     readonly file: string,

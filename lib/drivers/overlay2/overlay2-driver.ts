@@ -249,6 +249,19 @@ function parseOptions(options: readonly string[]): Overlay2Options {
 /**
  * The ProtoDriver half of overlay2: layout, mounts, reference counts. {@link Overlay2Driver} adds the diff
  * methods (native from the upper directory when possible, naive otherwise).
+ *
+ * @example
+ * ```ts
+ * import { Overlay2ProtoDriver } from 'graphdriver';
+ *
+ * const proto = await Overlay2ProtoDriver.open('/var/lib/graphdriver/overlay2', ['overlay2.mountopt=nodev'], {});
+ * await proto.create('base', null);
+ * await proto.createReadWrite('c1', 'base');
+ * console.log(await proto.lowerDirs('c1')); // ['/var/lib/graphdriver/overlay2/base/diff']
+ * console.log(await proto.getMetadata('c1')); // { LowerDir, MergedDir, UpperDir, WorkDir }
+ * const merged = await proto.get('c1'); // reference counted: the last put unmounts
+ * await proto.put('c1');
+ * ```
  */
 export class Overlay2ProtoDriver implements ProtoDriver {
   readonly name = 'overlay2';
@@ -906,6 +919,22 @@ function mountWithTool(plan: MountPlan): Promise<void> {
  * The overlay2 graph driver: {@link Overlay2ProtoDriver} plus diffs read straight from the layer's `diff/`
  * directory (overlay whiteouts and opaque directories turned into `.wh.` entries) when the kernel's overlay
  * allows it and the diff is against the layer's own parent, naive diffs (mounted trees compared) otherwise.
+ *
+ * @example
+ * ```ts
+ * import * as fs from 'node:fs';
+ * import { Overlay2Driver } from 'graphdriver';
+ *
+ * const driver = await Overlay2Driver.init('/var/lib/graphdriver/overlay2'); // NotSupportedError without overlay
+ * await driver.create('base', null);
+ * await driver.applyDiff('base', null, fs.createReadStream('base.tar'));
+ * await driver.createReadWrite('c1', 'base');
+ * const merged = await driver.get('c1'); // an overlay mount: base below, c1/diff on top
+ * fs.rmSync(`${merged}/etc/motd`);
+ * await driver.put('c1');
+ * console.log(driver.nativeDiff || driver.nativeDiffReason);
+ * const tar = await driver.diff('c1', 'base'); // read from c1/diff: the deletion as an etc/.wh.motd entry
+ * ```
  */
 export class Overlay2Driver extends NaiveDiffDriver {
   private constructor(
@@ -1000,7 +1029,7 @@ export class Overlay2Driver extends NaiveDiffDriver {
   override async applyDiff(id: string, parent: string | null | undefined, diff: Readable): Promise<number> {
     if (!(await this.useNative(id, parent))) return super.applyDiff(id, parent, diff);
     return this.holding(id, async () => {
-      await applyLayer(this.upper(id), diff, { format: 'overlay', bindings: this.b });
+      await applyLayer(this.upper(id), diff, { format: 'overlay', bindings: this.b, hash: false });
       return this.ovl.upperSize(id);
     });
   }

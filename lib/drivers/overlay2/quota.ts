@@ -13,7 +13,22 @@ import type { NativeBindings } from '../../native/types';
 /** Name of the device node in the home (Docker's). */
 export const BACKING_FS_DEV = 'backingFsBlockDev';
 
-/** Project quota control for the filesystem of one directory. */
+/**
+ * Project quota control for the filesystem of one directory.
+ *
+ * @example
+ * ```ts
+ * import * as fs from 'node:fs/promises';
+ * import { loadBindings, ProjectQuota } from 'graphdriver';
+ *
+ * // the home must be on xfs mounted with pquota (open throws otherwise)
+ * const home = '/var/lib/graphdriver/overlay2';
+ * const quota = await ProjectQuota.open(home, loadBindings());
+ * await fs.mkdir(`${home}/layer1`);
+ * await quota.set(`${home}/layer1`, 'layer1', 10 * 1024 ** 3); // 10 GiB for layer1 and everything created below it
+ * console.log(await quota.get('layer1')); // { hardLimit: 10737418240, used: <bytes written below layer1> }
+ * ```
+ */
 export class ProjectQuota {
   private constructor(
     private readonly b: NativeBindings,

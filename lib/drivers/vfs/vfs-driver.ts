@@ -9,19 +9,16 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 
-import { GraphdriverError } from '../../errors';
 import { loadBindings } from '../../native/bindings';
 import type { NativeBindings } from '../../native/types';
-import type { CreateOpts, DriverDeps, MountOpts, ProtoDriver } from '../driver';
-import { InvalidOptionError, LayerExistsError, LayerInUseError, LayerNotFoundError } from '../errors';
-import { KeyedLock } from '../keyed-lock';
-import { checkLayerId, checkParentId } from '../layer-id';
-import { NaiveDiffDriver } from '../naive-diff-driver';
-import { RefCounter } from '../ref-counter';
-import { parseSize, parseStorageOpts } from '../storage-opts';
-import { ParentIndex } from './parents';
-import { VfsQuota } from './quota';
+import type { CreateOpts, DriverDeps } from '../driver';
+import { InvalidOptionError, LayerExistsError, LayerNotFoundError } from '../errors';
 import { errCode, isDirectory, pathExists } from '../fs-util';
+import { refuseMounted, refuseParent } from '../in-use';
+import { LayerDirDriver, LayerDirProtoDriver } from '../layer-dir-driver';
+import { checkLayerId, checkParentId } from '../layer-id';
+import { parseSize, parseStorageOpts } from '../storage-opts';
+import { VfsQuota } from './quota';
 import { removeTree } from './remove-tree';
 
 /** Storage options vfs understands, at init (`--storage-opt size=...`, the default for every layer) and per layer
@@ -37,27 +34,29 @@ function suffix(): string {
 }
 
 
-
-const notMounted = (): Promise<boolean> => Promise.resolve(false);
-
 /**
  * The ProtoDriver half of vfs: layer directories, copies, reference counts and the parent records. The public
  * {@link VfsDriver} wraps it with the naive diff methods.
+ *
+ * @example
+ * ```ts
+ * import { loadBindings, VfsProtoDriver } from 'graphdriver';
+ *
+ * const proto = await VfsProtoDriver.open('/var/lib/graphdriver/vfs', [], loadBindings());
+ * await proto.create('base', null);
+ * await proto.createReadWrite('c1', 'base'); // <home>/dir/c1, a copy of <home>/dir/base
+ * console.log(proto.dir('c1'), proto.parentOf('c1')); // '/var/lib/graphdriver/vfs/dir/c1' 'base'
+ * console.log(proto.quotaSupport()); // { supported: false, reason: '...' } unless the home is on xfs with pquota
+ * await proto.remove('c1');
+ * ```
  */
-export class VfsProtoDriver implements ProtoDriver {
+export class VfsProtoDriver extends LayerDirProtoDriver {
   readonly name = 'vfs';
   /** `<home>/dir`: one directory per layer. */
   readonly layersDir: string;
-  private readonly locks = new KeyedLock();
-  /** Serialises the short parent/child bookkeeping steps (never held during a copy or a delete). */
-  private readonly graph = new KeyedLock();
-  private readonly refs = new RefCounter();
-  private readonly parents: ParentIndex;
-  private closed = false;
-  private dirsReady: Promise<void> | null = null;
 
   private constructor(
-    readonly home: string,
+    home: string,
     private readonly b: NativeBindings,
     /** Project quota control (xfs with pquota), null elsewhere. */
     private readonly quota: VfsQuota | null,
@@ -66,8 +65,8 @@ export class VfsProtoDriver implements ProtoDriver {
     /** Default size limit of every layer (`size` init option), 0 = none. */
     private readonly defaultSize: number,
   ) {
+    super(home, path.join(home, 'dir'));
     this.layersDir = path.join(home, 'dir');
-    this.parents = new ParentIndex(path.join(home, 'parents'));
   }
 
   /**
@@ -117,30 +116,7 @@ export class VfsProtoDriver implements ProtoDriver {
 
   /** The directory of layer `id` (Docker's vfs `Dir`). */
   dir(id: string): string {
-    checkLayerId(id);
-    return path.join(this.layersDir, id);
-  }
-
-  /** The recorded parent of layer `id` (null for base layers). */
-  parentOf(id: string): string | null {
-    checkLayerId(id);
-    return this.parents.parent(id);
-  }
-
-  private checkOpen(): void {
-    if (this.closed) throw new GraphdriverError('ERR_DRIVER_CLOSED', `vfs driver at ${this.home} has been cleaned up`);
-  }
-
-  /** `dir/` is created with the first layer, so that a home without layers holds no state (see newDriver). */
-  private ensureDirs(): Promise<void> {
-    this.dirsReady ??= fs.mkdir(this.layersDir, { recursive: true, mode: 0o700 }).then(
-      () => undefined,
-      (e: unknown) => {
-        this.dirsReady = null;
-        throw e;
-      },
-    );
-    return this.dirsReady;
+    return this.layerDir(id);
   }
 
   /** Validates per-layer storage options before anything is touched; resolves to the layer's size limit (0 = none). */
@@ -160,37 +136,21 @@ export class VfsProtoDriver implements ProtoDriver {
     return size;
   }
 
-  create(id: string, parent?: string | null, opts?: CreateOpts): Promise<void> {
-    return this.createLayer(id, parent, opts);
-  }
-
-  /** vfs layers are all writable directories: the same as {@link create}. */
-  createReadWrite(id: string, parent?: string | null, opts?: CreateOpts): Promise<void> {
-    return this.createLayer(id, parent, opts);
-  }
-
   /**
    * Builds the layer under a temp name (an empty 0755 directory owned by root for a base layer, else a copy of
    * the parent) and renames it into place, so a failure or crash never leaves a half-made layer behind. With a
    * size limit the layer is built inside a staging directory that carries the project id, so that everything
    * copied inherits it (and counts against the limit), then moved out.
    */
-  private async createLayer(id: string, parentArg: string | null | undefined, opts: CreateOpts | undefined): Promise<void> {
+  protected async createLayer(id: string, parentArg: string | null | undefined, opts: CreateOpts | undefined): Promise<void> {
     checkLayerId(id);
     const parent = checkParentId(parentArg);
     const size = this.layerSize(opts?.storageOpt);
-    this.checkOpen();
-    await this.locks.run(id, async () => {
-      this.checkOpen();
+    await this.withLayerLock(id, async () => {
       const dest = this.dir(id);
       if (await pathExists(dest)) throw new LayerExistsError(id);
-      if (parent !== null) {
-        // Registered before the copy: from here on the parent cannot be removed under us.
-        await this.graph.run('', async () => {
-          if (!(await isDirectory(this.dir(parent)))) throw new LayerNotFoundError(parent);
-          this.parents.add(id, parent);
-        });
-      }
+      // Registered before the copy: from here on the parent cannot be removed under us.
+      if (parent !== null) await this.claimParent(id, parent);
       await this.ensureDirs();
       const staging = path.join(this.layersDir, `${TMP_PREFIX}${id}-${suffix()}`);
       const tmp = size > 0 ? path.join(staging, 'root') : staging;
@@ -212,10 +172,7 @@ export class VfsProtoDriver implements ProtoDriver {
         await fs.rename(tmp, dest);
       } catch (e) {
         await removeTree(staging).catch(() => undefined);
-        if (parent !== null) {
-          await this.graph.run('', async () => this.parents.drop(id));
-          await this.parents.unpersist(id).catch(() => undefined);
-        }
+        if (parent !== null) await this.forgetParent(id);
         throw e;
       }
       // The layer is in place; an empty staging directory that cannot go now is removed at the next init.
@@ -225,19 +182,11 @@ export class VfsProtoDriver implements ProtoDriver {
 
   /** Removes the layer: refused while it is got or while layers created from it exist. */
   async remove(id: string): Promise<void> {
-    checkLayerId(id);
-    this.checkOpen();
-    await this.locks.run(id, async () => {
-      this.checkOpen();
-      const n = this.refs.count(id);
-      if (n > 0) throw new LayerInUseError(id, `it is mounted (${n} get${n === 1 ? '' : 's'} without put)`);
+    await this.withLayerLock(id, async () => {
+      refuseMounted(id, this.refs.count(id));
       const doomed = path.join(this.layersDir, `${REMOVING_PREFIX}${id}-${suffix()}`);
       await this.graph.run('', async () => {
-        const kids = this.parents.children(id);
-        if (kids.length > 0) {
-          const shown = kids.slice(0, 3).map((k) => JSON.stringify(k)).join(', ');
-          throw new LayerInUseError(id, `it is the parent of ${kids.length} layer${kids.length === 1 ? '' : 's'} (${shown}${kids.length > 3 ? ', ...' : ''})`);
-        }
+        refuseParent(id, this.parents.children(id));
         try {
           await fs.rename(this.dir(id), doomed);
         } catch (e) {
@@ -250,33 +199,6 @@ export class VfsProtoDriver implements ProtoDriver {
       await this.parents.unpersist(id);
       await removeTree(doomed);
     });
-  }
-
-  /** Returns the layer directory; reference counted so that remove can refuse a layer in use. */
-  async get(id: string, _opts?: MountOpts): Promise<string> {
-    checkLayerId(id);
-    this.checkOpen();
-    return this.locks.run(id, async () => {
-      this.checkOpen();
-      const dir = this.dir(id);
-      if (!(await isDirectory(dir))) throw new LayerNotFoundError(id);
-      await this.refs.increment(id, notMounted);
-      return dir;
-    });
-  }
-
-  /** Releases one {@link get}; NotMountedError without one. */
-  async put(id: string): Promise<void> {
-    checkLayerId(id);
-    this.checkOpen();
-    await this.locks.run(id, async () => {
-      await this.refs.decrement(id, notMounted);
-    });
-  }
-
-  async exists(id: string): Promise<boolean> {
-    checkLayerId(id);
-    return isDirectory(this.dir(id));
   }
 
   /** Docker's vfs reports no status. */
@@ -295,65 +217,49 @@ export class VfsProtoDriver implements ProtoDriver {
     if (!(await isDirectory(this.dir(id)))) throw new LayerNotFoundError(id);
     return this.quota.usage(this.dir(id));
   }
-
-  /** vfs layers have no metadata (null); unknown ids are LayerNotFoundError. */
-  async getMetadata(id: string): Promise<Record<string, string> | null> {
-    checkLayerId(id);
-    if (!(await isDirectory(this.dir(id)))) throw new LayerNotFoundError(id);
-    return null;
-  }
-
-  /** Nothing is mounted; forgets the reference counts and refuses further use. */
-  async cleanup(): Promise<void> {
-    this.closed = true;
-    for (const id of this.refs.active()) this.refs.reset(id);
-  }
 }
 
 /**
  * The vfs graph driver: {@link VfsProtoDriver} plus Docker's naive diff methods (layers compared as whole trees,
  * diffs applied with whiteouts turned into deletions).
+ *
+ * @example
+ * ```ts
+ * import * as fs from 'node:fs';
+ * import { VfsDriver } from 'graphdriver';
+ *
+ * const driver = await VfsDriver.init('/var/lib/graphdriver/vfs'); // ['size=10G'] needs xfs with pquota
+ * await driver.create('base', null);
+ * await driver.applyDiff('base', null, fs.createReadStream('base.tar'));
+ * await driver.createReadWrite('c1', 'base'); // a full copy of base (reflinks where the filesystem can)
+ * const rootfs = await driver.get('c1'); // driver.dir('c1'): a plain directory, nothing is mounted
+ * fs.writeFileSync(`${rootfs}/hello.txt`, 'hi\n');
+ * await driver.put('c1');
+ * console.log(await driver.changes('c1', 'base')); // [{ path: '/hello.txt', kind: ChangeKind.Add }]
+ * ```
  */
-export class VfsDriver extends NaiveDiffDriver {
-  private constructor(
-    private readonly vfs: VfsProtoDriver,
-    bindings: NativeBindings,
-  ) {
-    super(vfs, { bindings, format: 'naive' });
-  }
-
+export class VfsDriver extends LayerDirDriver<VfsProtoDriver> {
   /**
    * Opens the driver at `home` (`<root>/vfs`). `options` are `--storage-opt` strings: only `size` (default limit
    * of every layer) is known, and it needs xfs project quotas; any other key is an InvalidOptionError naming it.
    */
   static async init(home: string, options: string[] = [], deps: DriverDeps = {}): Promise<VfsDriver> {
     const bindings = deps.bindings ?? loadBindings();
-    const proto = await VfsProtoDriver.open(home, options, bindings);
-    return new VfsDriver(proto, bindings);
-  }
-
-  /** The driver home. */
-  get home(): string {
-    return this.vfs.home;
+    return new VfsDriver(await VfsProtoDriver.open(home, options, bindings), bindings);
   }
 
   /** The directory of layer `id` (whether or not it exists). */
   dir(id: string): string {
-    return this.vfs.dir(id);
-  }
-
-  /** The parent layer `id` was created from, as recorded at create (null for base layers). */
-  parentOf(id: string): string | null {
-    return this.vfs.parentOf(id);
+    return this.proto.dir(id);
   }
 
   /** Whether the `size` storage option works here (xfs with pquota), and why not. */
   quotaSupport(): { supported: boolean; reason: string } {
-    return this.vfs.quotaSupport();
+    return this.proto.quotaSupport();
   }
 
   /** Size limit and usage of layer `id` in bytes (null without a limit). */
   quotaUsage(id: string): Promise<{ hardLimit: number; used: number } | null> {
-    return this.vfs.quotaUsage(id);
+    return this.proto.quotaUsage(id);
   }
 }

@@ -48,7 +48,18 @@ const { lo: TL, hi: TH } = makeTables();
 const [L0, L1, L2, L3, L4, L5, L6, L7] = TL as [Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array];
 const [H0, H1, H2, H3, H4, H5, H6, H7] = TH as [Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array];
 
-/** Incremental CRC-64/ISO (Go's crc64 with the ISO table). */
+/**
+ * Incremental CRC-64/ISO (Go's crc64 with the ISO table).
+ *
+ * @example
+ * ```ts
+ * import { Crc64 } from 'graphdriver';
+ *
+ * // the checksum tar-split records for each file, fed chunk by chunk as the file is read
+ * const sum = new Crc64().update(Buffer.from('hello ')).update(Buffer.from('world')).digest();
+ * console.log(sum.toString('hex')); // 'b9cf3f572ad9ac3e', as Go's crc64.Checksum with crc64.MakeTable(crc64.ISO)
+ * ```
+ */
 export class Crc64 {
   /** The running (finalised) CRC, low and high halves: Go's `crc64.Update` semantics. */
   private lo = 0;
