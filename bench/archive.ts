@@ -41,25 +41,11 @@ import { exportUpper } from '../lib/archive/diff';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor } from '../lib/archive/tar-writer';
 import { loadBindings } from '../lib/native/bindings';
 import { UmountFlags } from '../lib/native/constants';
+import { DEFAULT_ADDON, ROOT } from './harness/repo-root';
 
-/** The checkout this script belongs to (dist-bench/bench/archive.js or bench/archive.ts alike). */
-function repoRoot(): string {
-  for (let d = __dirname; d !== path.dirname(d); d = path.dirname(d)) {
-    try {
-      if ((JSON.parse(fs.readFileSync(path.join(d, 'package.json'), 'utf8')) as { name?: string }).name === 'graphdriver') return d;
-    } catch {
-      // not here
-    }
-  }
-  return process.cwd();
-}
-
-const ROOT = repoRoot();
-if (process.env.GRAPHDRIVER_ADDON === undefined) {
-  // Compiled into dist-bench/, lib/native/bindings would look for the addon relative to dist-bench (it reads
-  // this variable on its first call, which comes later).
-  process.env.GRAPHDRIVER_ADDON = path.join(ROOT, 'build', 'Release', 'graphdriver.node');
-}
+// Compiled into dist-bench/, lib/native/bindings would look for the addon relative to dist-bench (it reads this
+// variable on its first call, which comes later).
+process.env.GRAPHDRIVER_ADDON ??= DEFAULT_ADDON;
 
 const FIXTURES = process.env.GRAPHDRIVER_FIXTURES ?? '/var/tmp/graphdriver-fixtures';
 const TAR = process.env.GRAPHDRIVER_ROOTFS_TAR ?? path.join(FIXTURES, 'rootfs.tar');

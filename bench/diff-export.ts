@@ -33,6 +33,7 @@ import { pipeline } from 'node:stream/promises';
 import { ChangeKind } from '../lib/archive/change';
 import { Storage } from '../lib/storage/storage';
 import { median } from './harness/stats';
+import { DEFAULT_ADDON, ROOT } from './harness/repo-root';
 
 interface Args {
   runs: number;
@@ -62,19 +63,7 @@ function parseArgs(argv: string[]): Args {
   return a;
 }
 
-function repoRoot(): string {
-  for (let d = __dirname; d !== path.dirname(d); d = path.dirname(d)) {
-    try {
-      if ((JSON.parse(fs.readFileSync(path.join(d, 'package.json'), 'utf8')) as { name?: string }).name === 'graphdriver') return d;
-    } catch {
-      // not here
-    }
-  }
-  return process.cwd();
-}
-
-const ROOT = repoRoot();
-process.env.GRAPHDRIVER_ADDON ??= path.join(ROOT, 'build', 'Release', 'graphdriver.node');
+process.env.GRAPHDRIVER_ADDON ??= DEFAULT_ADDON;
 
 function run(argv: readonly string[], allowFail = false): string {
   const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', maxBuffer: 1 << 26 });

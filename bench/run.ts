@@ -39,21 +39,9 @@ import { TarSystem, UmociSystem } from './systems/plain';
 import { DockerPullSystem, OursCliPullSystem, OursPullSystem, SkopeoLoadSystem } from './systems/registry';
 import { REGISTRY_BIN, startBenchRegistry } from './harness/registry';
 import { OPERATIONS, type BenchData, type BenchSystem, type RoundPlan } from './systems/system';
+import { DEFAULT_ADDON, ROOT } from './harness/repo-root';
 
-/** The checkout this script belongs to. */
-function repoRoot(): string {
-  for (let d = __dirname; d !== path.dirname(d); d = path.dirname(d)) {
-    try {
-      if ((JSON.parse(fs.readFileSync(path.join(d, 'package.json'), 'utf8')) as { name?: string }).name === 'graphdriver') return d;
-    } catch {
-      // not here
-    }
-  }
-  return process.cwd();
-}
-
-const ROOT = repoRoot();
-process.env.GRAPHDRIVER_ADDON ??= path.join(ROOT, 'build', 'Release', 'graphdriver.node');
+process.env.GRAPHDRIVER_ADDON ??= DEFAULT_ADDON;
 
 interface Args {
   runs: number;
