@@ -9,7 +9,7 @@
  * is a warm-up and is not reported):
  *   overlay2: graphdriver overlay2 (library), graphdriver-cli, containers-storage overlay, dockerd overlay2
  *   vfs:      the same on vfs
- *   btrfs:    the same three on a loop-mounted btrfs image
+ *   btrfs:    the same three on a loop-mounted btrfs image (overlay2, vfs and floor: a loop-mounted ext4)
  *   floor:    graphdriver overlay2, GNU tar -x, umoci (unpack, repack)
  *   registry: pull of the bench image from a local docker-registry (pushed by skopeo, gzip layers) into an empty
  *             store: graphdriver overlay2 (library pullImage), graphdriver-cli (`pull`), `skopeo copy
@@ -18,8 +18,9 @@
  * Every operation is preceded by an untimed `sync`. Ours runs in a child process using the library (timed inside
  * it), the peers' commands are timed around their process (their own start-up is part of using them).
  *
- *   npm run bench -- [--runs 5] [--groups overlay2,vfs,btrfs,floor,registry] [--quick] [--work DIR]
+ *   npm run bench -- [--runs 5] [--groups overlay2,vfs,btrfs,floor,registry] [--quick] [--work DIR] [--fs loop|work]
  *     --quick: skip the 16-concurrent, bulk (small files, 1 GiB) and 128-deep operations
+ *     --fs:    overlay2, vfs and floor on a loop-mounted ext4 of their own (loop, the default) or in DIR (work)
  *
  * Prints one table per group (median (min–max) per operation, ours/peer ratio of medians, peak RSS) and writes
  * everything to bench/results/peers-<date>.json. Needs root; peers missing on the machine are reported and left out.
@@ -48,6 +49,8 @@ interface Args {
   groups: string[];
   plan: RoundPlan;
   work: string;
+  /** Where the ext4 groups run: a loop-mounted ext4 of their own (default) or the work directory itself. */
+  fs: 'loop' | 'work';
 }
 
 function parseArgs(argv: string[]): Args {
@@ -56,6 +59,7 @@ function parseArgs(argv: string[]): Args {
     groups: ['overlay2', 'vfs', 'btrfs', 'floor'],
     plan: { concurrent: true, bulk: true, deep: true },
     work: '/var/tmp/graphdriver-bench/work',
+    fs: 'loop',
   };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i]!;
@@ -63,6 +67,11 @@ function parseArgs(argv: string[]): Args {
     else if (v === '--groups') a.groups = (argv[++i] ?? '').split(',').filter(Boolean);
     else if (v === '--quick') a.plan = { concurrent: false, bulk: false, deep: false };
     else if (v === '--work') a.work = path.resolve(argv[++i] ?? a.work);
+    else if (v === '--fs') {
+      const f = argv[++i];
+      if (f !== 'loop' && f !== 'work') throw new Error('--fs takes loop or work');
+      a.fs = f;
+    }
     else throw new Error(`unknown argument ${v}`);
   }
   return a;
@@ -83,21 +92,36 @@ function loadData(): BenchData {
   };
 }
 
-/** A loop-mounted btrfs for the btrfs group; unmounted and deleted by the returned function. */
-function btrfsMount(work: string): { dir: string; release: () => void } {
-  const img = path.join(work, 'btrfs.img');
-  const dir = path.join(work, 'btrfs');
+/**
+ * A file system of its own for a group, on a sparse image file behind a direct-I/O loop device; unmounted and
+ * deleted by the returned function. btrfs needs one anyway. ext4 gets one too (unless `--fs work`): the work
+ * directory's file system here is mounted with `discard`, so every large delete (each round wipes the previous
+ * round's stores) sends discards to a thin-provisioned virtual disk, and whichever system wrote next paid for
+ * the re-allocation behind it: seconds of noise on import_layers, worst for the fastest system. An ext4
+ * without `discard` on a loop device reuses its blocks like a long-lived data disk does.
+ */
+function loopMount(work: string, fstype: 'btrfs' | 'ext4'): { dir: string; release: () => void } {
+  const img = path.join(work, `${fstype}.img`);
+  const dir = path.join(work, fstype);
   fs.mkdirSync(dir, { recursive: true });
   run(['umount', dir], { allowFail: true });
   fs.rmSync(img, { force: true });
   fs.closeSync(fs.openSync(img, 'w'));
-  fs.truncateSync(img, 40 * 2 ** 30);
-  run(['mkfs.btrfs', '-q', '-f', img]);
-  run(['mount', '-o', 'loop', img, dir]);
+  fs.truncateSync(img, 60 * 2 ** 30);
+  if (fstype === 'btrfs') run(['mkfs.btrfs', '-q', '-f', img]);
+  else run(['mkfs.ext4', '-q', '-F', '-E', 'nodiscard', img]);
+  const dev = run(['losetup', '--find', '--show', '--direct-io=on', img]).trim();
+  try {
+    run(['mount', dev, dir]);
+  } catch (e) {
+    run(['losetup', '-d', dev], { allowFail: true });
+    throw e;
+  }
   return {
     dir,
     release: () => {
       run(['umount', dir], { allowFail: true });
+      run(['losetup', '-d', dev], { allowFail: true });
       fs.rmSync(img, { force: true });
     },
   };
@@ -122,7 +146,11 @@ async function runGroup(group: string, args: Args, data: BenchData): Promise<Gro
       console.log('group btrfs skipped: mkfs.btrfs missing (apt-get install btrfs-progs)');
       return null;
     }
-    const m = btrfsMount(base);
+    const m = loopMount(base, 'btrfs');
+    base = m.dir;
+    release = m.release;
+  } else if (group !== 'registry' && args.fs === 'loop') {
+    const m = loopMount(base, 'ext4');
     base = m.dir;
     release = m.release;
   }

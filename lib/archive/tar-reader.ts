@@ -61,7 +61,11 @@ export interface TarReadLimits {
   maxEntries?: number;
 }
 
-/** Receives the archive byte for byte: header/metadata/padding segments as bytes, entry bodies as lengths. */
+/**
+ * Receives the archive byte for byte: header/metadata/padding segments as bytes, entry bodies as lengths.
+ * Segment bytes are views of the input (or of a scratch buffer) valid only during the call: a sink that keeps
+ * them copies them (not copying here saves a copy per header when the sink packs them anyway).
+ */
 export type SegmentSink = (segment: Buffer | number) => void;
 
 /** Options of {@link readTar}. */
@@ -295,8 +299,8 @@ export class TarParser {
               if (this.avail === 0) throw new InvalidArchiveError('unexpected end of archive in padding', this.cur!.name);
               throw new InvalidArchiveError(`unexpected end of archive in padding (${this.avail} of ${p} bytes)`);
             }
-            const padding = this.take(p);
-            this.seg?.(padding);
+            if (this.seg) this.seg(this.peek(p));
+            this.skip(p);
           }
           this.cur = null;
           this.state = State.Header;
@@ -306,7 +310,7 @@ export class TarParser {
           while (this.rawLeft > 0 && this.avail > 0) {
             const c = this.chunks[this.head]!;
             const n = Math.min(this.rawLeft, c.length - this.off);
-            if (this.seg) this.seg(Buffer.from(c.subarray(this.off, this.off + n)));
+            if (this.seg) this.seg(c.subarray(this.off, this.off + n));
             this.consume(n);
             this.rawLeft -= n;
           }
@@ -331,7 +335,7 @@ export class TarParser {
                 const c = this.chunks[this.head]!;
                 const rest = this.off === 0 ? c : c.subarray(this.off);
                 this.consume(rest.length);
-                this.seg(Buffer.from(rest));
+                this.seg(rest);
               }
             } else {
               this.skip(this.avail);
@@ -370,7 +374,7 @@ export class TarParser {
     // all-zero end block.
     if (block[0] === 0 && isEndBlock(block)) {
       this.skip(BLOCK);
-      this.seg?.(Buffer.from(block));
+      this.seg?.(block);
       if (pending) throw new InvalidArchiveError('end-of-archive marker after an extended header');
       this.state = State.Trailer;
       return null;
@@ -389,13 +393,12 @@ export class TarParser {
         throw new InvalidArchiveError(`unexpected end of archive in padding (${got - h.size} of ${p} bytes)`);
       }
       this.skip(BLOCK);
-      this.seg?.(Buffer.from(block));
+      this.seg?.(block);
       const data = this.take(h.size);
-      // The sink gets its own copy: decodePax keeps slices of `data`.
-      if (this.seg) this.seg(Buffer.from(data));
+      this.seg?.(data);
       if (p > 0) {
-        const padding = this.take(p);
-        this.seg?.(padding);
+        if (this.seg) this.seg(this.peek(p));
+        this.skip(p);
       }
       if (t === 'pax') {
         this.localPax ??= new Map();
@@ -412,7 +415,7 @@ export class TarParser {
       return null;
     }
     this.skip(BLOCK);
-    this.seg?.(Buffer.from(block));
+    this.seg?.(block);
     if (t === 'volume') {
       // A GNU volume label describes the archive, not a file: its body and padding are skipped.
       this.rawLeft = h.size + pad(h.size);

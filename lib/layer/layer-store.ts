@@ -20,7 +20,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 
-import { fileChunks } from '../archive/byte-source';
+import { fileChunks, isRecyclable, type RecyclableSource } from '../archive/byte-source';
 import { decompressStream, detectCompression, type DecompressLimits } from '../archive/decompress';
 import { makeHasher } from '../archive/stream-hash';
 import type { CreateOpts, Driver } from '../drivers/driver';
@@ -459,8 +459,11 @@ export class LayerStore {
       try {
         await this.driver.create(cacheId, parentRec?.cacheId ?? null);
         created = true;
-        recorder = opts.tarSplit === false ? null : new TarSplitRecorder();
-        const { diffId, size } = await this.applyTar(cacheId, parentRec?.cacheId ?? null, input, opts, recorder);
+        // Chunks of a recyclable input (a path) go back to it once the recorder, the hash and the driver are
+        // done with them: the layer is then read into the same few megabytes instead of fresh memory.
+        const recycler = isRecyclable(input) && opts.onData === undefined ? new ChunkRecycler(input) : null;
+        recorder = opts.tarSplit === false ? null : new TarSplitRecorder(recycler ? (c) => recycler.release(c) : undefined);
+        const { diffId, size } = await this.applyTar(cacheId, parentRec?.cacheId ?? null, input, opts, recorder, recycler);
         if (opts.expectedDiffId !== undefined && opts.expectedDiffId !== diffId) {
           throw new DigestMismatchError(opts.expectedDiffId, diffId, 'layer');
         }
@@ -547,6 +550,7 @@ export class LayerStore {
     input: Readable | AsyncIterable<Uint8Array>,
     opts: RegisterOptions,
     recorder: TarSplitRecorder | null = null,
+    recycler: ChunkRecycler | null = null,
   ): Promise<{ diffId: string; size: number; bytes: number }> {
     const hasher = await makeHasher(this.bindings);
     let bytes = 0;
@@ -562,6 +566,8 @@ export class LayerStore {
     // Object mode on the readable side: the driver gets the chunks as they are. In byte mode every read of a
     // stream with several chunks buffered returns them concatenated, a fresh copy of most of the layer.
     const pass = new PassThrough({ writableHighWaterMark: 1 << 20, readableObjectMode: true, readableHighWaterMark: 16 });
+    // A driver that applies with the archive engine hands each chunk back when it has written it.
+    if (recycler) Object.assign(pass, { recycle: (c: Buffer) => recycler.release(c) });
     // The pump's failure reaches the caller through `pump` below, and the driver sees the stream fail when it
     // reads. The stream's own 'error' event must not go unheard: a layer that fails before the driver subscribed
     // (a bad gzip CRC at the end of a small layer, a decompression limit) was an uncaught exception that killed
@@ -585,8 +591,12 @@ export class LayerStore {
           }
           // The recorder parses the headers now; the file bodies' checksums are computed with the hash, on
           // the thread pool, and come back to it in order.
+          // Held by the hash, the driver and the recorder (each lets go when done; input chunks that only
+          // passed through decompression are not the source's and are simply never recycled).
+          recycler?.hold(c, recorder ? 3 : 2);
           const ranges = recorder?.write(c) ?? null;
-          const hashing = hasher.update(c, undefined, ranges, recorder && ranges ? (crcs) => recorder.addCrcs(crcs) : undefined);
+          // The hash lets go when its job is done (update only waits when too much is pending).
+          const hashing = hasher.update(c, recycler ? () => recycler.release(c) : undefined, ranges, recorder && ranges ? (crcs) => recorder.addCrcs(crcs) : undefined);
           bytes += c.length;
           opts.onData?.(c);
           if (!pass.destroyed && !pass.write(c)) await drained(pass);
@@ -948,5 +958,31 @@ export class LayerStore {
       await fsyncDir(this.mountsDir, this.syncOpts);
       return out;
     });
+  }
+}
+
+/**
+ * Reference counts on the chunks of a recyclable input while they are parsed, hashed and applied; a chunk goes
+ * back to its source when the last holder lets go. A holder that never lets go (a driver that does not use the
+ * archive engine, an aborted registration) only costs the reuse of that chunk.
+ */
+class ChunkRecycler {
+  private readonly counts = new Map<Buffer, number>();
+
+  constructor(private readonly source: RecyclableSource) {}
+
+  hold(c: Buffer, n: number): void {
+    this.counts.set(c, (this.counts.get(c) ?? 0) + n);
+  }
+
+  release(c: Buffer): void {
+    const n = this.counts.get(c);
+    if (n === undefined) return;
+    if (n > 1) {
+      this.counts.set(c, n - 1);
+      return;
+    }
+    this.counts.delete(c);
+    this.source.recycle(c);
   }
 }

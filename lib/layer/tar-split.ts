@@ -43,13 +43,22 @@ const TRAILER_FLUSH = 8 << 20;
 /** JSON lines are handed to gzip in batches of about this many characters. */
 const GZIP_BATCH = 64 << 10;
 
-/** A record line not written yet: a file entry waits for its checksum (computed on the thread pool). */
+/**
+ * A record line not written yet. Lines are written in order, and a file entry's line waits for its checksum
+ * (computed on the thread pool); the lines behind it wait with it, already built.
+ */
 interface PendingEntry {
-  entry: TarSplitEntry;
+  /**
+   * The whole line; for a file entry still waiting, with `\0` where the checksum goes; for a segment, what
+   * follows its payload.
+   */
+  text: string;
+  /** A segment's raw bytes: `[bytesOff, bytesOff + bytesLen)` of the recorder's arena (-1: not a segment). */
+  bytesOff: number;
+  bytesLen: number;
   /** Whether the file entry still waits for its CRC-64. */
   waiting: boolean;
 }
-
 /**
  * Records the tar-split metadata of a tar stream fed to it chunk by chunk (see the module documentation).
  *
@@ -79,11 +88,14 @@ export class TarSplitRecorder {
   private readonly parser: TarParser;
   private ended = false;
   private failed: unknown = null;
-  private readonly gzip = createGzip();
+  private readonly gzip = createGzip({ level: 1 });
   private readonly gzParts: Buffer[] = [];
   private readonly gzDone: Promise<void>;
-  private lines: string[] = [];
-  private linesLen = 0;
+  /** Finished lines as bytes, handed to gzip in batches (one string per batch would cost a rope flattening). */
+  private out: Buffer = Buffer.allocUnsafe(GZIP_BATCH * 2);
+  private outLen = 0;
+  /** Output buffers gzip is done with. */
+  private readonly spare: Buffer[] = [];
   private position = 0;
   /** Entries in record order, from the first one not written yet. */
   private pending: PendingEntry[] = [];
@@ -93,9 +105,13 @@ export class TarSplitRecorder {
   private waitingHead = 0;
   /** Checksums that arrived before their entry (never expected, kept for robustness). */
   private early: Buffer[] = [];
-  /** Raw bytes seen since the last entry was written. */
-  private raw: Buffer[] = [];
-  private rawLen = 0;
+  /**
+   * Arena of raw bytes (headers and padding, copied once): `[0, rawStart)` belongs to segment lines still
+   * pending, `[rawStart, rawEnd)` is what was seen since the last entry. Emptied whenever nothing is pending.
+   */
+  private raw: Buffer = Buffer.allocUnsafe(256 << 10);
+  private rawStart = 0;
+  private rawEnd = 0;
   /** The entry whose body is being read (its name is recorded when the body ends). */
   private current: string | null = null;
   /** Whether the current body's first range was handed out. */
@@ -107,17 +123,23 @@ export class TarSplitRecorder {
   /** CRC ranges of the chunk being parsed. */
   private ranges: number[] = [];
 
-  constructor() {
+  /**
+   * `onChunkDone`, when given, is called with each chunk passed to {@link write} once the recorder no longer
+   * looks at it (a header may span two chunks: the first is kept until the second came), so that the chunk's
+   * buffer can be reused.
+   */
+  constructor(onChunkDone?: (chunk: Buffer) => void) {
     this.gzip.on('data', (c: Buffer) => this.gzParts.push(c));
     this.gzDone = new Promise<void>((resolve, reject) => {
       this.gzip.once('end', resolve);
       this.gzip.once('error', reject);
     });
-    this.parser = new TarParser({ onSegment: (seg) => this.segment(seg) });
+    this.parser = new TarParser({ onSegment: (seg) => this.segment(seg) }, onChunkDone);
   }
 
   /**
-   * Parses the next bytes of the tar (the chunk must not change afterwards: raw segments may point into it).
+   * Parses the next bytes of the tar (the chunk must not change until the constructor's `onChunkDone` gave it
+   * back, or for good when there is none).
    * Returns the CRC-64 ranges of file bodies in this chunk (triples for {@link Sha256Stream.update}; the
    * checksums go to {@link addCrcs}), or null when the chunk holds no body bytes. Never throws: a parse failure
    * shows in {@link result}.
@@ -151,7 +173,7 @@ export class TarSplitRecorder {
         continue;
       }
       this.waitingHead++;
-      if (p.entry.type === FILE_ENTRY) p.entry.crc = crc;
+      p.text = fileLineEnd(p.text, crc);
       p.waiting = false;
     }
     if (this.waitingHead > 1024) {
@@ -196,7 +218,7 @@ export class TarSplitRecorder {
       this.gzip.destroy();
       throw this.failed;
     }
-    this.flushLines();
+    this.flushOut();
     this.gzip.end();
     await this.gzDone;
     return Buffer.concat(this.gzParts);
@@ -207,7 +229,7 @@ export class TarSplitRecorder {
     this.failed = e;
     this.pending = [];
     this.waiting = [];
-    this.raw = [];
+    this.rawStart = this.rawEnd = 0;
   }
 
   /** Reads every header and body piece the parser has input for. */
@@ -237,31 +259,46 @@ export class TarSplitRecorder {
       this.flushRaw();
       const name = this.current;
       if (name === null) throw new Error('tar-split: body without an entry');
-      this.entry({ type: FILE_ENTRY, name, size: seg, crc: null, position: 0 }, seg > 0);
+      this.fileEntry(name, seg);
       this.current = null;
       this.lastPad = (512 - (seg % 512)) % 512;
       this.endDone = false;
       return;
     }
-    this.raw.push(seg);
-    this.rawLen += seg.length;
+    // The parser's segments are views of its input, valid during this call: copied here, once.
+    if (this.rawEnd + seg.length > this.raw.length) {
+      // Pending lines keep their offsets: the arena grows in place, or starts over when nothing is pending.
+      const from = this.pendingHead === this.pending.length ? this.rawStart : 0;
+      const keep = this.rawEnd - from;
+      const target = keep + seg.length > this.raw.length ? Buffer.allocUnsafe(Math.max(this.raw.length * 2, keep + seg.length)) : this.raw;
+      this.raw.copy(target, 0, from, this.rawEnd);
+      this.raw = target;
+      this.rawStart -= from;
+      this.rawEnd = keep;
+    }
+    seg.copy(this.raw, this.rawEnd);
+    this.rawEnd += seg.length;
     // Headers between two bodies are a few MiB at most: this much means the end of the archive, followed by
     // (possibly huge) trailing bytes, which must not pile up in memory.
-    if (this.rawLen >= TRAILER_FLUSH) this.flushTrailer(false);
+    if (this.rawEnd - this.rawStart >= TRAILER_FLUSH) this.flushTrailer(false);
   }
 
-  /** Takes `n` bytes off the front of the raw bytes. */
-  private take(n: number): Buffer {
-    const all = this.raw.length === 1 ? this.raw[0]! : Buffer.concat(this.raw, this.rawLen);
-    const out = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.raw = rest.length > 0 ? [rest] : [];
-    this.rawLen = rest.length;
-    return out;
+  /** Raw bytes seen since the last entry. */
+  private get rawLen(): number {
+    return this.rawEnd - this.rawStart;
+  }
+
+  /** Records the first `n` raw bytes as a segment entry and drops them. */
+  private segmentEntry(n: number): void {
+    const tail = `","position":${this.position++}}\n`;
+    if (this.pendingHead === this.pending.length) this.emitSegment(this.rawStart, n, tail);
+    else this.pending.push({ text: tail, bytesOff: this.rawStart, bytesLen: n, waiting: false });
+    this.rawStart += n;
+    this.compactRaw();
   }
 
   private flushRaw(): void {
-    if (this.rawLen > 0) this.entry({ type: SEGMENT_ENTRY, payload: this.take(this.rawLen), position: 0 });
+    if (this.rawLen > 0) this.segmentEntry(this.rawLen);
   }
 
   /**
@@ -272,62 +309,112 @@ export class TarSplitRecorder {
   private flushTrailer(final: boolean): void {
     if (!this.endDone) {
       const n = Math.min(this.rawLen, this.lastPad + 1024);
-      if (n > 0) this.entry({ type: SEGMENT_ENTRY, payload: this.take(n), position: 0 });
+      if (n > 0) this.segmentEntry(n);
       this.endDone = true;
     }
-    while (this.rawLen >= MAX_SEGMENT || (final && this.rawLen > 0)) {
-      this.entry({ type: SEGMENT_ENTRY, payload: this.take(Math.min(MAX_SEGMENT, this.rawLen)), position: 0 });
-    }
-    if (final) this.entry({ type: SEGMENT_ENTRY, payload: Buffer.alloc(0), position: 0 });
+    while (this.rawLen >= MAX_SEGMENT || (final && this.rawLen > 0)) this.segmentEntry(Math.min(MAX_SEGMENT, this.rawLen));
+    if (final) this.entry(`{"type":2,"payload":"","position":${this.position++}}\n`);
   }
 
-  private entry(e: TarSplitEntry, waitForCrc = false): void {
-    const p: PendingEntry = { entry: e, waiting: waitForCrc };
-    if (waitForCrc) {
-      const early = this.early.shift();
-      if (early !== undefined && e.type === FILE_ENTRY) {
-        e.crc = early;
-        p.waiting = false;
-      } else {
-        this.waiting.push(p);
-      }
+  /** A file entry: its line is finished when the body's checksum arrives (an empty body has none). */
+  private fileEntry(name: string, size: number): void {
+    // Field order and encoding of Go's encoding/json for storage.Entry.
+    const head = `{"type":1,"name":${goJson(name)}${size > 0 ? `,"size":${size}` : ''},"payload":`;
+    const tail = `,"position":${this.position++}}\n`;
+    if (size === 0) {
+      this.entry(`${head}null${tail}`);
+      return;
+    }
+    const p: PendingEntry = { text: head + '\0' + tail, bytesOff: -1, bytesLen: 0, waiting: true };
+    const early = this.early.shift();
+    if (early !== undefined) {
+      p.text = fileLineEnd(p.text, early);
+      p.waiting = false;
+    } else {
+      this.waiting.push(p);
     }
     this.pending.push(p);
     this.flushPending();
   }
 
-  /** Writes the entries whose lines are complete, in order. */
+  private entry(text: string): void {
+    if (this.pendingHead === this.pending.length) {
+      // Nothing waits: straight out.
+      this.emit(text);
+      return;
+    }
+    this.pending.push({ text, bytesOff: -1, bytesLen: 0, waiting: false });
+  }
+
+  /** Writes the lines that are complete, in order. */
   private flushPending(): void {
     while (this.pendingHead < this.pending.length) {
       const p = this.pending[this.pendingHead]!;
       if (p.waiting) break;
       this.pendingHead++;
-      this.line(p.entry);
+      if (p.bytesOff >= 0) this.emitSegment(p.bytesOff, p.bytesLen, p.text);
+      else this.emit(p.text);
     }
     if (this.pendingHead > 1024 || this.pendingHead === this.pending.length) {
       this.pending = this.pending.slice(this.pendingHead);
       this.pendingHead = 0;
     }
+    this.compactRaw();
   }
 
-  private line(e: TarSplitEntry): void {
-    const position = this.position++;
-    // Field order and encoding of Go's encoding/json for storage.Entry.
-    const line =
-      e.type === SEGMENT_ENTRY
-        ? `{"type":2,"payload":"${e.payload.toString('base64')}","position":${position}}\n`
-        : `{"type":1,"name":${goJson(e.name)}${e.size > 0 ? `,"size":${e.size}` : ''},"payload":${e.crc ? `"${e.crc.toString('base64')}"` : 'null'},"position":${position}}\n`;
-    this.lines.push(line);
-    this.linesLen += line.length;
-    if (this.linesLen >= GZIP_BATCH) this.flushLines();
+  /** Once no line is pending, the arena's written part is free: what was seen since the last entry moves down. */
+  private compactRaw(): void {
+    if (this.rawStart === 0 || this.pendingHead !== this.pending.length) return;
+    if (this.rawEnd > this.rawStart) this.raw.copy(this.raw, 0, this.rawStart, this.rawEnd);
+    this.rawEnd -= this.rawStart;
+    this.rawStart = 0;
+    // A trailer can have grown the arena to megabytes: give that back once it is drained.
+    if (this.rawEnd === 0 && this.raw.length > 4 << 20) this.raw = Buffer.allocUnsafe(256 << 10);
   }
 
-  private flushLines(): void {
-    if (this.lines.length === 0) return;
-    this.gzip.write(this.lines.join(''));
-    this.lines = [];
-    this.linesLen = 0;
+  private emit(line: string): void {
+    // UTF-8 needs at most 3 bytes per UTF-16 unit.
+    const need = line.length * 3;
+    if (this.outLen + need > this.out.length) {
+      this.flushOut();
+      if (need > this.out.length) this.out = Buffer.allocUnsafe(need);
+    }
+    this.outLen += this.out.write(line, this.outLen, 'utf8');
+    if (this.outLen >= GZIP_BATCH) this.flushOut();
   }
+
+  /** Writes a segment line whose payload is `n` bytes of the arena at `off`. */
+  private emitSegment(off: number, n: number, tail: string): void {
+    const need = SEGMENT_HEAD.length + Math.ceil(n / 3) * 4 + tail.length;
+    if (this.outLen + need > this.out.length) {
+      this.flushOut();
+      if (need > this.out.length) this.out = Buffer.allocUnsafe(need);
+    }
+    const out = this.out;
+    let o = this.outLen + out.write(SEGMENT_HEAD, this.outLen, 'latin1');
+    o += out.write(this.raw.toString('base64', off, off + n), o, 'latin1');
+    this.outLen = o + out.write(tail, o, 'latin1');
+    if (this.outLen >= GZIP_BATCH) this.flushOut();
+  }
+
+  private flushOut(): void {
+    if (this.outLen === 0) return;
+    // gzip keeps the buffer until it has compressed it; then it serves again (fresh memory for every batch
+    // cost a page fault per 4 KiB, more than the encoding itself).
+    const full = this.out;
+    this.gzip.write(full.subarray(0, this.outLen), () => {
+      if (full.length === GZIP_BATCH * 2 && this.spare.length < 4) this.spare.push(full);
+    });
+    this.out = this.spare.pop() ?? Buffer.allocUnsafe(GZIP_BATCH * 2);
+    this.outLen = 0;
+  }
+}
+
+const SEGMENT_HEAD = '{"type":2,"payload":"';
+/** Completes a waiting file line: `\0` marks where the checksum goes. */
+function fileLineEnd(text: string, crc: Buffer): string {
+  const at = text.indexOf('\0');
+  return `${text.slice(0, at)}"${crc.toString('base64')}"${text.slice(at + 1)}`;
 }
 
 function corrupt(file: string, line: number, why: string): StoreCorruptError {

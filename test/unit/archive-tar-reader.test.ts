@@ -71,7 +71,7 @@ describe('readTar on archives from our writer', () => {
     const seen: Buffer[] = [];
     const segs: Array<Buffer | number> = [];
     const bodies: Buffer[] = [];
-    for await (const e of readTar(chunked(tar, 100), { onBytes: (c) => seen.push(Buffer.from(c)), onSegment: (s) => segs.push(s) })) {
+    for await (const e of readTar(chunked(tar, 100), { onBytes: (c) => seen.push(Buffer.from(c)), onSegment: (s) => segs.push(typeof s === 'number' ? s : Buffer.from(s)) })) {
       for await (const c of e.body()) bodies.push(Buffer.from(c));
     }
     expect(Buffer.concat(seen)).toEqual(tar);
