@@ -29,6 +29,12 @@ export function isRecyclable(x: unknown): x is RecyclableSource {
 export interface FileChunksOptions {
   /** Bytes per read (default 1 MiB). */
   chunkSize?: number;
+  /** Offset of the first byte to read (default 0): with `length`, a member of an archive read in place. */
+  start?: number;
+  /** Bytes to read from `start` (default: to the end of the file). Fewer in the file is not an error here. */
+  length?: number;
+  /** Extra open(2) flags, e.g. O_NOFOLLOW (read-only is implied). */
+  openFlags?: number;
 }
 
 const DEFAULT_CHUNK = 1 << 20;
@@ -87,17 +93,24 @@ interface PendingRead {
 export function fileChunks(path: string, opts: FileChunksOptions = {}): RecyclableSource {
   const size = opts.chunkSize ?? DEFAULT_CHUNK;
   if (!Number.isSafeInteger(size) || size <= 0) throw new RangeError(`chunkSize must be a positive integer, got ${size}`);
+  const start = opts.start ?? 0;
+  const end = opts.length === undefined ? Number.MAX_SAFE_INTEGER : start + opts.length;
+  if (!Number.isSafeInteger(start) || start < 0 || !Number.isSafeInteger(end) || end < start) {
+    throw new RangeError(`invalid range: start ${String(opts.start)}, length ${String(opts.length)}`);
+  }
   return {
     async *[Symbol.asyncIterator](): AsyncGenerator<Buffer, void, undefined> {
-      const fh = await fs.promises.open(path, 'r');
+      const fh = await fs.promises.open(path, fs.constants.O_RDONLY | (opts.openFlags ?? 0));
       const pending: PendingRead[] = [];
-      let next = 0;
+      let next = start;
       const issue = (): void => {
         const buf = takeBuffer(size);
-        const done = read(fh.fd, buf, next);
+        // The last read of a range asks for what is left of it only (a view of the recycled buffer).
+        const want = Math.min(size, end - next);
+        const done = read(fh.fd, want === size ? buf : buf.subarray(0, want), next);
         done.catch(() => undefined); // awaited below, or dropped after an earlier failure
         pending.push({ buf, pos: next, done });
-        next += size;
+        next += want;
       };
       try {
         for (;;) {

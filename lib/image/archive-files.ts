@@ -18,6 +18,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 
+import { fileChunks, type RecyclableSource } from '../archive/byte-source';
 import { decompressStream, detectCompression } from '../archive/decompress';
 import { BLOCK, decodeHeader, decodePax, isEndBlock, paxInteger, utf8 } from '../archive/tar-header';
 import { readTar } from '../archive/tar-reader';
@@ -352,6 +353,25 @@ export class ImageArchive {
     // O_NOFOLLOW: a file of an extracted directory swapped for a symlink since it was listed is not followed.
     const fd = fsSync.openSync(m.kind === 'range' ? this.file! : m.file, fsSync.constants.O_RDONLY | fsSync.constants.O_NOFOLLOW);
     return fsSync.createReadStream('', { fd, start, end: start + size - 1, highWaterMark: 1 << 20 });
+  }
+
+  /**
+   * A member's content in chunks read into recycled buffers (see {@link fileChunks}): what the layer store
+   * reads fastest. Opened (O_NOFOLLOW, as {@link open}) when iterated.
+   */
+  chunks(p: string, what = 'file'): RecyclableSource {
+    const m = this.need(p, what);
+    if (m.kind === 'memory') {
+      const data = m.data;
+      return {
+        async *[Symbol.asyncIterator](): AsyncGenerator<Buffer> {
+          if (data.length > 0) yield data;
+        },
+        recycle: () => undefined,
+      };
+    }
+    const file = m.kind === 'range' ? this.file! : m.file;
+    return fileChunks(file, { start: m.kind === 'range' ? m.offset : 0, length: m.size, openFlags: fsSync.constants.O_NOFOLLOW });
   }
 
   /** Removes the spool directory. */

@@ -14,6 +14,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 
+import type { RecyclableSource } from '../archive/byte-source';
 import { InvalidArchiveError } from '../errors';
 import { chainIdOf } from '../layer/digest';
 import type { LayerStore } from '../layer/layer-store';
@@ -68,24 +69,31 @@ async function sweepSpools(tmpDir: string): Promise<void> {
 
 /**
  * Reads a blob from the archive, checking its announced size and digest at the end (the failure then fails the
- * layer's registration, before it is published).
+ * layer's registration, before it is published), and the load's abort signal before every chunk. The chunks are
+ * the archive reader's recycled buffers: the layer store hands them back when it is done with them.
  */
-async function* verifiedBlob(input: Readable, l: LayerPlan, onBytes: (n: number) => void): AsyncGenerator<Buffer> {
-  // An uncompressed blob named by its diffID is checked by the registration itself.
-  const hash = l.digest !== undefined && l.digest !== l.diffId ? createHash('sha256') : null;
-  let n = 0;
-  for await (const c of input) {
-    const b = c as Buffer;
-    hash?.update(b);
-    n += b.length;
-    onBytes(n);
-    yield b;
-  }
-  if (l.size !== undefined && n !== l.size) throw new DigestMismatchError(`${l.size} bytes`, `${n} bytes`, `layer blob ${l.path}`);
-  if (hash !== null) {
-    const got = `sha256:${hash.digest('hex')}`;
-    if (got !== l.digest) throw new DigestMismatchError(l.digest!, got, `layer blob ${l.path}`);
-  }
+function verifiedBlob(input: RecyclableSource, l: LayerPlan, onBytes: (n: number) => void, signal?: AbortSignal): RecyclableSource {
+  return {
+    async *[Symbol.asyncIterator](): AsyncGenerator<Buffer> {
+      // An uncompressed blob named by its diffID is checked by the registration itself.
+      const hash = l.digest !== undefined && l.digest !== l.diffId ? createHash('sha256') : null;
+      let n = 0;
+      for await (const b of input) {
+        if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('load aborted');
+        hash?.update(b);
+        n += b.length;
+        if (l.size !== undefined && n > l.size) throw new DigestMismatchError(`${l.size} bytes`, `more than ${l.size} bytes`, `layer blob ${l.path}`);
+        onBytes(n);
+        yield b;
+      }
+      if (l.size !== undefined && n !== l.size) throw new DigestMismatchError(`${l.size} bytes`, `${n} bytes`, `layer blob ${l.path}`);
+      if (hash !== null) {
+        const got = `sha256:${hash.digest('hex')}`;
+        if (got !== l.digest) throw new DigestMismatchError(l.digest!, got, `layer blob ${l.path}`);
+      }
+    },
+    recycle: (c) => input.recycle(c),
+  };
 }
 
 /** What a load did so far, to undo it. */
@@ -134,18 +142,10 @@ async function registerLayers(t: LoadTarget, archive: ImageArchive, plan: ImageP
       }
     }
     const total = l.size ?? archive.size(l.path);
-    const input = archive.open(l.path);
-    const abort = (): void => void input.destroy(opts.signal?.reason instanceof Error ? opts.signal.reason : new Error('load aborted'));
-    opts.signal?.addEventListener('abort', abort, { once: true });
-    try {
-      const progress = (bytes: number): void => opts.onProgress?.({ id: l.diffId, phase: 'loading', bytes, total });
-      const reg = await t.layers.register(verifiedBlob(input, l, progress), parent, { expectedDiffId: l.diffId });
-      u.handles.push(reg.chainId);
-      opts.onProgress?.({ id: l.diffId, phase: 'done', bytes: total, total });
-    } finally {
-      opts.signal?.removeEventListener('abort', abort);
-      input.destroy();
-    }
+    const progress = (bytes: number): void => opts.onProgress?.({ id: l.diffId, phase: 'loading', bytes, total });
+    const reg = await t.layers.register(verifiedBlob(archive.chunks(l.path), l, progress, opts.signal), parent, { expectedDiffId: l.diffId });
+    u.handles.push(reg.chainId);
+    opts.onProgress?.({ id: l.diffId, phase: 'done', bytes: total, total });
     parent = chain;
   }
 }
