@@ -19,7 +19,8 @@
         "native/copy-tree.cc",
         "native/mount-api.cc",
         "native/quota.cc",
-        "native/sha256.cc"
+        "native/sha256.cc",
+        "native/remove-tree.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "_GNU_SOURCE", "_FILE_OFFSET_BITS=64"],

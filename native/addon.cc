@@ -18,6 +18,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   gd::RegisterMountApi(env, exports);
   gd::RegisterQuota(env, exports);
   gd::RegisterSha256(env, exports);
+  gd::RegisterRemoveTree(env, exports);
   return exports;
 }
 }  // namespace

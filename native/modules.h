@@ -16,4 +16,5 @@ void RegisterCopyTree(Napi::Env env, Napi::Object exports);
 void RegisterMountApi(Napi::Env env, Napi::Object exports);
 void RegisterQuota(Napi::Env env, Napi::Object exports);
 void RegisterSha256(Napi::Env env, Napi::Object exports);
+void RegisterRemoveTree(Napi::Env env, Napi::Object exports);
 }  // namespace gd

@@ -216,4 +216,5 @@ export const signatures: { readonly [K in keyof NativeBindings]: Signature } = {
     args: [['source', 'path'], ['dest', 'path'], ['opts', 'object?']],
     extra: (a) => checkFields(a[2], { reflink: 'bool?' }, 'opts'),
   },
+  removeTree: { args: [['path', 'path']] },
 };

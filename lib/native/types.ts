@@ -356,6 +356,12 @@ export interface CopyTreeResult {
   reflinked: number;
 }
 
+/** Result of {@link NativeBindings.removeTree}. */
+export interface RemoveTreeResult {
+  /** Entries removed, the top included (0 when `path` did not exist). */
+  entries: number;
+}
+
 /**
  * The whole native addon. Every consumer takes one of these (default: {@link loadBindings}); tests inject mocks.
  */
@@ -510,4 +516,26 @@ export interface NativeBindings {
   /** Copy the tree `source` to `dest` (which must not exist) preserving owners, modes, times, xattrs, hardlinks,
    *  devices, fifos, symlinks and holes; reflinks where the filesystem allows. */
   copyTree(source: string, dest: string, opts?: CopyTreeOptions): Promise<CopyTreeResult>;
+  /**
+   * Remove `path` and everything below it, like `rm -rf --one-file-system`, in one trip to the thread pool
+   * (native/remove-tree.cc). Trailing slashes are ignored; `/`, `.` and `..` as the last component reject with
+   * EINVAL. A missing `path` (or missing parent) resolves `{ entries: 0 }`.
+   * - Symlinks are never followed: when `path` is a symlink (or any non-directory) only it is unlinked; below the
+   *   top every directory is opened relative to its parent's fd with O_DIRECTORY|O_NOFOLLOW.
+   * - One mount only: when `path` itself is a mount point, rejects with EXDEV (syscall 'removeTree') and removes
+   *   nothing. A directory below it on another mount (mount id from statx, or another st_dev that is not a btrfs
+   *   subvolume) is not entered; everything else is still removed, that mount point and its ancestors stay, and
+   *   the call then rejects with EXDEV (syscall 'removeTree', path = the first such mount point).
+   * - Directories the caller cannot read or write (0555/0000 image directories it owns) get owner rwx added and
+   *   the operation is retried; chattr +i/+a (FS_IMMUTABLE_FL/FS_APPEND_FL) on an entry or its directory is
+   *   cleared on EPERM and the operation retried.
+   * - Depth is unbounded (explicit stack; at most 128 directory fds open). A directory that was renamed or mounted
+   *   over while its fd was closed for depth rejects with ESTALE.
+   * - The non-directories of a directory with 4 or more of them are unlinked by the walker and 7 helper threads at
+   *   once (started on the first such directory, joined before the call settles): freeing data blocks can wait for
+   *   the device (online discard), which a single thread would serialize.
+   * - Any other failure stops the walk and rejects Node-style (code, errno, syscall, path of the failing entry);
+   *   what was removed until then stays removed.
+   */
+  removeTree(path: string): Promise<RemoveTreeResult>;
 }

@@ -227,7 +227,7 @@ export class AufsProtoDriver implements ProtoDriver {
       await b.umount(path.join(home, n, 'union'), UmountFlags.MNT_DETACH).catch(() => undefined);
       doomed.push(path.join(home, n));
     }
-    await Promise.all(doomed.map((p) => removeTree(p)));
+    await Promise.all(doomed.map((p) => removeTree(p, b)));
   }
 
   /** Reads every `layers/` file once: parents of the child index, and the ancestor cache. Damaged files are skipped. */
@@ -421,7 +421,7 @@ export class AufsProtoDriver implements ProtoDriver {
         this.ancestorCache.delete(id);
       });
       this.refs.reset(id);
-      for (const d of doomed) await removeTree(d);
+      for (const d of doomed) await removeTree(d, this.b);
     });
   }
 
@@ -436,7 +436,7 @@ export class AufsProtoDriver implements ProtoDriver {
         const code = errCode(e);
         if ((code !== 'ENOTEMPTY' && code !== 'EEXIST') || attempt > 0) throw e;
       }
-      await removeTree(target);
+      await removeTree(target, this.b);
     }
   }
 

@@ -209,7 +209,7 @@ export class BtrfsProtoDriver extends LayerDirProtoDriver {
     const nested = await nestedSubvolumes(dir, (p, ino) => (ino === SUBVOLUME_ROOT_INO ? this.b.btrfsIsSubvolume(p) : Promise.resolve(false)));
     for (const sub of nested) await this.b.btrfsSubvolumeDelete(sub);
     if (isSubvolume) await this.b.btrfsSubvolumeDelete(dir);
-    else await removeTree(dir);
+    else await removeTree(dir, this.b);
   }
 
   /** Removes the layer: refused while it is got or while layers created from it exist. */

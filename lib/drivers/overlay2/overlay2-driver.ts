@@ -39,6 +39,7 @@ import { checkLayerId as checkIdPattern, checkParentId as checkParentPattern } f
 import { NaiveDiffDriver } from '../naive-diff-driver';
 import { RefCounter } from '../ref-counter';
 import { parseBool, parseSize, parseStorageOpts } from '../storage-opts';
+import { removeTree } from '../vfs/remove-tree';
 import { backingFsName, CHECK_PREFIX, INCOMPATIBLE_FS, OverlayMountTestError, realProbe, type NativeDiffCheck, type OverlayProbe } from './checks';
 import {
   COMMITTED_FILE,
@@ -123,32 +124,6 @@ async function writeNew(file: string, content: string, mode: number, fx: Fixups)
   await fs.writeFile(file, content, { mode, flag: 'wx' });
   if (umaskStrips(mode)) await fs.chmod(file, mode);
   if (fx.chownRoot) await fs.chown(file, 0, 0);
-}
-
-/** Recursive removal that also copes with directories without owner write permission (image content). */
-async function removeTree(target: string): Promise<void> {
-  try {
-    await fs.rm(target, { recursive: true, force: true, maxRetries: 2 });
-    return;
-  } catch (e) {
-    const code = errCode(e);
-    if (code !== 'EACCES' && code !== 'EPERM') throw e;
-  }
-  const fix = async (dir: string): Promise<void> => {
-    let st;
-    try {
-      st = await fs.lstat(dir);
-    } catch {
-      return;
-    }
-    if (!st.isDirectory()) return;
-    await fs.chmod(dir, (st.mode & 0o7777) | 0o700).catch(() => undefined);
-    for (const e of await fs.readdir(dir, { withFileTypes: true }).catch(() => [])) {
-      if (e.isDirectory()) await fix(path.join(dir, e.name));
-    }
-  };
-  await fix(target);
-  await fs.rm(target, { recursive: true, force: true, maxRetries: 2 });
 }
 
 function isValidId(s: string): boolean {
@@ -381,7 +356,7 @@ export class Overlay2ProtoDriver implements ProtoDriver {
           const dir = path.join(home, n);
           // A crash in the middle of a check can leave its test overlay mounted.
           await b.umount(path.join(dir, 'merged'), UmountFlags.MNT_DETACH).catch(() => undefined);
-          await removeTree(dir);
+          await removeTree(dir, b);
         }),
     );
   }
@@ -492,7 +467,7 @@ export class Overlay2ProtoDriver implements ProtoDriver {
           throw e;
         }
       } catch (e) {
-        await removeTree(tmp).catch(() => undefined);
+        await removeTree(tmp, this.b).catch(() => undefined);
         if (linkPath !== null) await fs.rm(linkPath, { force: true }).catch(() => undefined);
         if (parent !== null) await this.graphLock.run('', async () => this.graph.drop(id));
         throw e;
@@ -798,7 +773,7 @@ export class Overlay2ProtoDriver implements ProtoDriver {
         const target = await fs.readlink(linkPath).catch(() => null);
         if (target === path.join('..', id, DIFF_DIR)) await fs.rm(linkPath, { force: true });
       }
-      await removeTree(doomed);
+      await removeTree(doomed, this.b);
     });
   }
 

@@ -110,7 +110,7 @@ export class VfsProtoDriver extends LayerDirProtoDriver {
     await Promise.all(
       names
         .filter((n) => n.startsWith(TMP_PREFIX) || n.startsWith(REMOVING_PREFIX))
-        .map((n) => removeTree(path.join(this.layersDir, n))),
+        .map((n) => removeTree(path.join(this.layersDir, n), this.b)),
     );
   }
 
@@ -171,7 +171,7 @@ export class VfsProtoDriver extends LayerDirProtoDriver {
         }
         await fs.rename(tmp, dest);
       } catch (e) {
-        await removeTree(staging).catch(() => undefined);
+        await removeTree(staging, this.b).catch(() => undefined);
         if (parent !== null) await this.forgetParent(id);
         throw e;
       }
@@ -197,7 +197,7 @@ export class VfsProtoDriver extends LayerDirProtoDriver {
       });
       this.refs.reset(id);
       await this.parents.unpersist(id);
-      await removeTree(doomed);
+      await removeTree(doomed, this.b);
     });
   }
 
