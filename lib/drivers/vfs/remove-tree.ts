@@ -9,7 +9,6 @@ import * as path from 'node:path';
 import type { NativeBindings } from '../../native/types';
 import { errCode } from '../fs-util';
 
-
 /** Adds owner rwx to every directory below (and including) `dir` that the caller owns; never follows symlinks. */
 async function makeDirsWritable(dir: string, uid: number | undefined): Promise<void> {
   let st;
