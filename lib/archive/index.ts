@@ -25,3 +25,4 @@ export type { TarEntryType } from './tar-header';
 export { encodeHeader, paddingFor, END_OF_ARCHIVE, type TarWriteHeader } from './tar-writer';
 export { Crc64, crc64 } from './crc64';
 export { makeHasher, noHash, type StreamHasher, type CrcSink } from './stream-hash';
+export { fileChunks, isRecyclable, type RecyclableSource, type FileChunksOptions } from './byte-source';
