@@ -25,7 +25,7 @@
  * Prints one table per group (median (min–max) per operation, ours/peer ratio of medians, peak RSS) and writes
  * everything to bench/results/peers-<date>.json. Needs root; peers missing on the machine are reported and left out.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -120,7 +120,14 @@ function loopMount(work: string, fstype: 'btrfs' | 'ext4'): { dir: string; relea
   return {
     dir,
     release: () => {
-      run(['umount', dir], { allowFail: true });
+      // A peer that was just stopped (dockerd, its containerd) can hold the file system for a moment: retry,
+      // then detach it lazily rather than leave it mounted (losetup -d then frees the device once it is unused).
+      let unmounted = false;
+      for (let i = 0; i < 20 && !unmounted; i++) {
+        unmounted = spawnSync('umount', [dir]).status === 0;
+        if (!unmounted) spawnSync('sleep', ['0.5']);
+      }
+      if (!unmounted) run(['umount', '-l', dir], { allowFail: true });
       run(['losetup', '-d', dev], { allowFail: true });
       fs.rmSync(img, { force: true });
     },
