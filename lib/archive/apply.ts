@@ -20,7 +20,7 @@ import { InvalidArchiveError } from '../errors';
 import { loadBindings } from '../native/bindings';
 import { OpenFlags } from '../native/constants';
 import type { ApplyBatchResult, ApplySession, EntryType, NativeBindings } from '../native/types';
-import { isRecyclable, type RecyclableSource } from './byte-source';
+import { ChunkRefs, isRecyclable } from './byte-source';
 import { openDecompressed, type DecompressLimits } from './decompress';
 import { makeHasher, noHash, type StreamHasher } from './stream-hash';
 import { baseOf, cleanEntryPath, joinPath, parentOf } from './entry-path';
@@ -211,31 +211,6 @@ interface Meta {
 
 const NO_META: Meta = Object.freeze({});
 const EMPTY_OPS = Buffer.alloc(0);
-
-/**
- * Reference counts of a recyclable source's chunks: the parser, the hash and every batch whose file contents
- * point into a chunk hold it; it goes back to the source when the last of them lets go.
- */
-class ChunkRefs {
-  private readonly counts = new Map<Buffer, number>();
-
-  constructor(private readonly source: RecyclableSource) {}
-
-  hold(c: Buffer, n = 1): void {
-    this.counts.set(c, (this.counts.get(c) ?? 0) + n);
-  }
-
-  drop(c: Buffer): void {
-    const n = this.counts.get(c);
-    if (n === undefined) return;
-    if (n > 1) {
-      this.counts.set(c, n - 1);
-      return;
-    }
-    this.counts.delete(c);
-    this.source.recycle(c);
-  }
-}
 
 /**
  * One batch being filled: the packed records, the archive name each operation was made for (for errors), and

@@ -20,6 +20,34 @@ export interface RecyclableSource extends AsyncIterable<Buffer> {
   recycle(chunk: Buffer): void;
 }
 
+/**
+ * Reference counts on a recyclable source's chunks: every holder (a parser, a hash job, a write batch, a
+ * recorder) holds a chunk while it uses it, and the chunk goes back to the source when the last one lets go.
+ * A holder that never lets go only costs the reuse of that chunk.
+ */
+export class ChunkRefs {
+  private readonly counts = new Map<Buffer, number>();
+
+  constructor(private readonly source: RecyclableSource) {}
+
+  /** Adds `n` holders of `c`. */
+  hold(c: Buffer, n = 1): void {
+    this.counts.set(c, (this.counts.get(c) ?? 0) + n);
+  }
+
+  /** One holder of `c` lets go; the last one hands it back to the source. */
+  drop(c: Buffer): void {
+    const n = this.counts.get(c);
+    if (n === undefined) return;
+    if (n > 1) {
+      this.counts.set(c, n - 1);
+      return;
+    }
+    this.counts.delete(c);
+    this.source.recycle(c);
+  }
+}
+
 /** Whether `x` implements {@link RecyclableSource}. */
 export function isRecyclable(x: unknown): x is RecyclableSource {
   return typeof (x as Partial<RecyclableSource> | null)?.recycle === 'function';

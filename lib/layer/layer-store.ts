@@ -20,7 +20,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 
-import { fileChunks, isRecyclable, type RecyclableSource } from '../archive/byte-source';
+import { ChunkRefs, fileChunks, isRecyclable } from '../archive/byte-source';
 import { decompressStream, detectCompression, type DecompressLimits } from '../archive/decompress';
 import { makeHasher } from '../archive/stream-hash';
 import type { CreateOpts, Driver } from '../drivers/driver';
@@ -461,8 +461,8 @@ export class LayerStore {
         created = true;
         // Chunks of a recyclable input (a path) go back to it once the recorder, the hash and the driver are
         // done with them: the layer is then read into the same few megabytes instead of fresh memory.
-        const recycler = isRecyclable(input) && opts.onData === undefined ? new ChunkRecycler(input) : null;
-        recorder = opts.tarSplit === false ? null : new TarSplitRecorder(recycler ? (c) => recycler.release(c) : undefined);
+        const recycler = isRecyclable(input) && opts.onData === undefined ? new ChunkRefs(input) : null;
+        recorder = opts.tarSplit === false ? null : new TarSplitRecorder(recycler ? (c) => recycler.drop(c) : undefined);
         const { diffId, size } = await this.applyTar(cacheId, parentRec?.cacheId ?? null, input, opts, recorder, recycler);
         if (opts.expectedDiffId !== undefined && opts.expectedDiffId !== diffId) {
           throw new DigestMismatchError(opts.expectedDiffId, diffId, 'layer');
@@ -550,7 +550,7 @@ export class LayerStore {
     input: Readable | AsyncIterable<Uint8Array>,
     opts: RegisterOptions,
     recorder: TarSplitRecorder | null = null,
-    recycler: ChunkRecycler | null = null,
+    recycler: ChunkRefs | null = null,
   ): Promise<{ diffId: string; size: number; bytes: number }> {
     const hasher = await makeHasher(this.bindings);
     let bytes = 0;
@@ -567,7 +567,7 @@ export class LayerStore {
     // stream with several chunks buffered returns them concatenated, a fresh copy of most of the layer.
     const pass = new PassThrough({ writableHighWaterMark: 1 << 20, readableObjectMode: true, readableHighWaterMark: 16 });
     // A driver that applies with the archive engine hands each chunk back when it has written it.
-    if (recycler) Object.assign(pass, { recycle: (c: Buffer) => recycler.release(c) });
+    if (recycler) Object.assign(pass, { recycle: (c: Buffer) => recycler.drop(c) });
     // The pump's failure reaches the caller through `pump` below, and the driver sees the stream fail when it
     // reads. The stream's own 'error' event must not go unheard: a layer that fails before the driver subscribed
     // (a bad gzip CRC at the end of a small layer, a decompression limit) was an uncaught exception that killed
@@ -596,7 +596,7 @@ export class LayerStore {
           recycler?.hold(c, recorder ? 3 : 2);
           const ranges = recorder?.write(c) ?? null;
           // The hash lets go when its job is done (update only waits when too much is pending).
-          const hashing = hasher.update(c, recycler ? () => recycler.release(c) : undefined, ranges, recorder && ranges ? (crcs) => recorder.addCrcs(crcs) : undefined);
+          const hashing = hasher.update(c, recycler ? () => recycler.drop(c) : undefined, ranges, recorder && ranges ? (crcs) => recorder.addCrcs(crcs) : undefined);
           bytes += c.length;
           opts.onData?.(c);
           if (!pass.destroyed && !pass.write(c)) await drained(pass);
@@ -958,31 +958,5 @@ export class LayerStore {
       await fsyncDir(this.mountsDir, this.syncOpts);
       return out;
     });
-  }
-}
-
-/**
- * Reference counts on the chunks of a recyclable input while they are parsed, hashed and applied; a chunk goes
- * back to its source when the last holder lets go. A holder that never lets go (a driver that does not use the
- * archive engine, an aborted registration) only costs the reuse of that chunk.
- */
-class ChunkRecycler {
-  private readonly counts = new Map<Buffer, number>();
-
-  constructor(private readonly source: RecyclableSource) {}
-
-  hold(c: Buffer, n: number): void {
-    this.counts.set(c, (this.counts.get(c) ?? 0) + n);
-  }
-
-  release(c: Buffer): void {
-    const n = this.counts.get(c);
-    if (n === undefined) return;
-    if (n > 1) {
-      this.counts.set(c, n - 1);
-      return;
-    }
-    this.counts.delete(c);
-    this.source.recycle(c);
   }
 }
